@@ -1,0 +1,120 @@
+"""Which encoder stages get Mamba-HoME blocks, and with what HoME sizes: the paper's rule for any plan.
+
+The paper uses 4 token stages (1/2 .. 1/16 resolution) with group size K = 2048, 1024, 512, 256, first-level
+experts E = 4, 8, 12, 16, S = 4 slots per expert and E2 = 2E second-level experts. For an nnU-Net plan with
+n stages (stage 0 = full resolution), stages `first_stage`..n-1 get blocks; the t-th of them (t = 0, 1, ...)
+uses K_t = max(min_group_size, round(group_size_first * group_size_factor^t)),
+E_t = experts_first + t * experts_step, E2_t = second_level_factor * E_t. Stage 0 stays convolutional, like
+the paper's stem. Every field can be set from the plans' `arch_kwargs["mamba_home"]`, including explicit
+per-stage lists (`depths`, `group_sizes`, `num_experts`, `num_experts_second`) that replace the rule.
+Presets (plans/*.json, shipped as `nnunetv2_mambahome.presets`) are named sets of these fields.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from typing import Any, Mapping, Optional
+
+LIST_FIELDS = ("depths", "group_sizes", "num_experts", "num_experts_second")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Settings of the Mamba-HoME block of one encoder stage."""
+
+    depth: int
+    group_size: int
+    num_experts: int
+    slots_per_expert: int
+    num_experts_second: int
+    expert_mult: float
+    d_state: int
+    d_conv: int
+    expand: int
+    home_out_linear: bool
+
+
+@dataclass(frozen=True)
+class MambaHoMERule:
+    """The rule's parameters (defaults = the paper preset)."""
+
+    first_stage: int = 1
+    depth: int = 2
+    group_size_first: int = 2048
+    group_size_factor: float = 0.5
+    min_group_size: int = 16
+    experts_first: int = 4
+    experts_step: int = 4
+    slots_per_expert: int = 4
+    second_level_factor: int = 2
+    expert_mult: float = 2.0
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    home_out_linear: bool = True
+    depths: Optional[tuple[int, ...]] = None
+    group_sizes: Optional[tuple[int, ...]] = None
+    num_experts: Optional[tuple[int, ...]] = None
+    num_experts_second: Optional[tuple[int, ...]] = None
+
+    @classmethod
+    def from_dict(cls, settings: Optional[Mapping[str, Any]]) -> "MambaHoMERule":
+        """Build from a plans/preset dict; `preset` names a base preset, other keys override it."""
+        settings = dict(settings or {})
+        base = load_preset(settings.pop("preset")) if "preset" in settings else {}
+        merged = {**base, **settings}
+        merged.pop("name", None)
+        merged.pop("description", None)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ValueError(f"unknown Mamba-HoME setting(s) {unknown}; known: {sorted(known)}")
+        for key in LIST_FIELDS:
+            if merged.get(key) is not None:
+                merged[key] = tuple(int(v) for v in merged[key])
+        return cls(**merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
+
+    def stage_configs(self, n_stages: int) -> list[Optional[StageConfig]]:
+        """One entry per encoder stage: None for convolution-only stages, else its StageConfig."""
+        if not 0 <= self.first_stage < n_stages:
+            raise ValueError(f"first_stage={self.first_stage} must lie in [0, {n_stages - 1}] for a {n_stages}-stage plan")
+        n_token = n_stages - self.first_stage
+        per_stage = {
+            "depths": self.depths or (self.depth,) * n_token,
+            "group_sizes": self.group_sizes or tuple(
+                max(self.min_group_size, int(round(self.group_size_first * self.group_size_factor ** t)))
+                for t in range(n_token)),
+            "num_experts": self.num_experts or tuple(self.experts_first + t * self.experts_step for t in range(n_token)),
+        }
+        per_stage["num_experts_second"] = self.num_experts_second or tuple(
+            self.second_level_factor * e for e in per_stage["num_experts"])
+        for key, values in per_stage.items():
+            if len(values) != n_token:
+                raise ValueError(f"mamba_home.{key} has {len(values)} entries but the plan has {n_token} Mamba-HoME "
+                                 f"stages (stages {self.first_stage}..{n_stages - 1})")
+            if min(values) < 1:
+                raise ValueError(f"mamba_home.{key} must be positive integers, got {list(values)}")
+        if min(self.slots_per_expert, self.d_state, self.d_conv, self.expand) < 1 or self.expert_mult <= 0:
+            raise ValueError("slots_per_expert, d_state, d_conv, expand and expert_mult must be positive")
+        configs: list[Optional[StageConfig]] = [None] * self.first_stage
+        for t in range(n_token):
+            configs.append(StageConfig(per_stage["depths"][t], per_stage["group_sizes"][t], per_stage["num_experts"][t],
+                                       self.slots_per_expert, per_stage["num_experts_second"][t], self.expert_mult,
+                                       self.d_state, self.d_conv, self.expand, self.home_out_linear))
+        return configs
+
+
+def available_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("nnunetv2_mambahome.presets").iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The JSON preset `name` (paper, light, large, ...)."""
+    path = resources.files("nnunetv2_mambahome.presets").joinpath(f"{name}.json")
+    if not path.is_file():
+        raise ValueError(f"unknown Mamba-HoME preset {name!r}; available: {available_presets()}")
+    return json.loads(path.read_text())

@@ -1,0 +1,106 @@
+"""nnU-Net trainers for Mamba-HoME: one small subclass per idea, in nnU-Net's naming style.
+
+Recipe: nnU-Net's own (SGD 1e-2, poly LR, deep supervision, 1000 x 250 iterations, fp16 autocast with
+GradScaler) so that results compare one-to-one with `nnUNetTrainer`; only the network differs. The token
+path (DyT, Mamba, HoME) always runs in float32 inside autocast (see `nnunetv2_mambahome.precision`);
+`_noAMP` variants run everything in float32. torch.compile is off: mamba-ssm's kernels are not traceable by
+Dynamo and the chunked torch scan's Python loops compile slowly for no gain.
+"""
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import nnUNetTrainerNoMirroring
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from ..nets.from_plans import build_from_configuration
+
+
+class nnUNetTrainerMambaHoME(nnUNetTrainer):
+    """MambaHoMEUNet (paper preset) with nnU-Net's default recipe."""
+
+    mamba_home_preset: str = "paper"
+    force_fp32: bool = False
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        return build_from_configuration(configuration_manager, num_input_channels, num_output_channels,
+                                        enable_deep_supervision, preset=cls.mamba_home_preset,
+                                        force_fp32=cls.force_fp32)
+
+    def _do_i_compile(self) -> bool:
+        return False
+
+    def initialize(self) -> None:
+        super().initialize()
+        if self.force_fp32:
+            self.grad_scaler = None
+        n_params = sum(p.numel() for p in self.network.parameters())
+        self.print_to_log_file(f"Mamba-HoME preset '{self.mamba_home_preset}', {n_params / 1e6:.2f}M parameters, "
+                               f"token path float32, rest {'float32' if self.force_fp32 else 'autocast'}; "
+                               "torch.compile off")
+
+
+class nnUNetTrainerMambaHoME_noAMP(nnUNetTrainerMambaHoME):
+    """Everything in float32 (no autocast, no GradScaler), as the official Mamba-HoME training."""
+
+    force_fp32 = True
+
+
+class nnUNetTrainerMambaHoMELight(nnUNetTrainerMambaHoME):
+    """The `light` preset: depth 1, half the experts, thinner experts."""
+
+    mamba_home_preset = "light"
+
+
+class nnUNetTrainerMambaHoMELarge(nnUNetTrainerMambaHoME):
+    """The `large` preset: depth 3, twice the paper's experts."""
+
+    mamba_home_preset = "large"
+
+
+def _epochs_variant(base: type, epochs: int) -> type:
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
+        self.num_epochs = epochs
+
+    name = f"{base.__name__}_{epochs}epochs"
+    return type(name, (base,), {"__init__": __init__, "__doc__": f"{base.__name__} for {epochs} epochs.",
+                                "__module__": __name__})
+
+
+class nnUNetTrainerMambaHoMELight_smoke(nnUNetTrainerMambaHoMELight, nnUNetTrainerNoMirroring):
+    """Seconds-long CPU smoke run for tests: 2 epochs x 3 iterations, 1 validation iteration, no mirroring."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 3
+        self.num_val_iterations_per_epoch = 1
+
+
+class nnUNetTrainerMambaHoMELight_demo(nnUNetTrainerMambaHoMELight, nnUNetTrainerNoMirroring):
+    """The README demo's short schedule: 20 epochs x 25 iterations, no mirroring (CPU-friendly)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 20
+        self.num_iterations_per_epoch = 25
+        self.num_val_iterations_per_epoch = 5
+
+
+# nnU-Net-style short schedules: nnUNetTrainerMambaHoME_5epochs, ..._noAMP_..., Light_...
+_VARIANTS = {f"{base.__name__}_{n}epochs": _epochs_variant(base, n)
+             for base in (nnUNetTrainerMambaHoME, nnUNetTrainerMambaHoME_noAMP, nnUNetTrainerMambaHoMELight)
+             for n in (1, 5, 10, 50, 100, 250)}
+globals().update(_VARIANTS)
+
+__all__ = ["nnUNetTrainerMambaHoME", "nnUNetTrainerMambaHoME_noAMP", "nnUNetTrainerMambaHoMELight",
+           "nnUNetTrainerMambaHoMELarge", "nnUNetTrainerMambaHoMELight_smoke", "nnUNetTrainerMambaHoMELight_demo",
+           *_VARIANTS]
