@@ -131,7 +131,6 @@ def mricron_templates(cache: Optional[Path] = None) -> Path:
         if not debs:
             raise SourceFetchError(f"`apt-get download` reported success but left no {MRICRON_PACKAGE} .deb in "
                                    f"{downloads}; put the .deb there by hand and retry.")
-    cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as unpacked, _staging(cache, target) as staging:
         _run(["dpkg-deb", "-x", str(debs[-1]), unpacked], downloads, MRICRON_PACKAGE,
              "install dpkg (Debian's `dpkg` package), or remove the (possibly damaged) .deb from "
