@@ -91,7 +91,7 @@ if [ -s "$G/deps/deps.tar.xz" ] && [ "$(cat "$G/deps/.stamp" 2>/dev/null)" = "$s
 else
     stage=$(mktemp -d)
     "$PY" - "$G/dl" "$stage" <<'EOF'
-import sys, os, zipfile
+import sys, os, zipfile, copy
 src, dst = sys.argv[1], sys.argv[2]
 for name in sorted(os.listdir(src)):
     if not name.endswith(".whl"):
@@ -99,8 +99,10 @@ for name in sorted(os.listdir(src)):
     with zipfile.ZipFile(os.path.join(src, name)) as zin, \
          zipfile.ZipFile(os.path.join(dst, name), "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
-            info.compress_type = zipfile.ZIP_STORED
-            zout.writestr(info, zin.read(info.filename))
+            data = zin.read(info)
+            out = copy.copy(info)
+            out.compress_type = zipfile.ZIP_STORED
+            zout.writestr(out, data)
 EOF
     rm -f "$G/deps/deps.tar.xz"
     tar -C "$stage" --sort=name --owner=0 --group=0 --mtime=@0 -cf - . \
