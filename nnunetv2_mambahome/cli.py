@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "trainer-path": ("nnunetv2_mambahome.trainer_path", "print the directory to export as nnUNet_extTrainer"),
     "make-dataset": ("nnunetv2_mambahome.datasets.cli", "write an offline real-data nnU-Net raw dataset"),
     "write-plans": ("nnunetv2_mambahome.plans_writer", "add a MambaHoMEUNet plans identifier to a preprocessed dataset"),
+    "demo-report": ("nnunetv2_mambahome.demo_report", "Dice per class vs an untrained network, with overlay pictures"),
     "param-count": ("nnunetv2_mambahome.param_count", "print parameter counts of the paper configuration"),
     "benchmark": ("nnunetv2_mambahome.benchmark.cli", "speed/memory and accuracy comparisons against stock nnU-Net"),
 }
