@@ -18,6 +18,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .selective_scan_ref import scan_delta, scan_output
+
 # Elements of recomputed (T x batch x dim x chunks x N) states held at once in the backward pass.
 _STATE_BUDGET = {"cpu": 1 << 24, "cuda": 1 << 27}
 
@@ -160,16 +162,8 @@ def selective_scan_chunked(
     """
     if B.dim() != 3 or C.dim() != 3:
         raise ValueError("selective_scan_chunked supports B and C of shape (batch, d_state, L) only")
-    dtype_in = u.dtype
-    u, delta = u.float(), delta.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None].float()
-    if delta_softplus:
-        delta = F.softplus(delta)
     T = chunk_size or default_chunk_size(u.shape[-1])
-    y = _ChunkedScanFn.apply(u.contiguous(), delta.contiguous(), A.float().contiguous(),
+    uf, delta = u.float(), scan_delta(delta, delta_bias, delta_softplus)
+    y = _ChunkedScanFn.apply(uf.contiguous(), delta.contiguous(), A.float().contiguous(),
                              B.float().contiguous(), C.float().contiguous(), T)
-    out = y if D is None else y + u * D.float()[:, None]
-    if z is not None:
-        out = out * F.silu(z.float())
-    return out.to(dtype_in)
+    return scan_output(y, uf, D, z, u.dtype)

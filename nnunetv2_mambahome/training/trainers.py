@@ -73,26 +73,25 @@ def _epochs_variant(base: type, epochs: int) -> type:
                                 "__module__": __name__})
 
 
-class nnUNetTrainerMambaHoMELight_smoke(nnUNetTrainerMambaHoMELight, nnUNetTrainerNoMirroring):
-    """Seconds-long CPU smoke run for tests: 2 epochs x 3 iterations, 1 validation iteration, no mirroring."""
-
+def _short_schedule(name: str, base: type, epochs: int, iterations: int, val_iterations: int, doc: str) -> type:
+    """A `base` trainer with a fixed short schedule and no mirroring (train-time or test-time)."""
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 3
-        self.num_val_iterations_per_epoch = 1
+        super(cls, self).__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = epochs
+        self.num_iterations_per_epoch = iterations
+        self.num_val_iterations_per_epoch = val_iterations
+
+    cls = type(name, (base, nnUNetTrainerNoMirroring), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    return cls
 
 
-class nnUNetTrainerMambaHoMELight_demo(nnUNetTrainerMambaHoMELight, nnUNetTrainerNoMirroring):
-    """The README demo's short schedule: 20 epochs x 25 iterations, no mirroring (CPU-friendly)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 20
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 5
+nnUNetTrainerMambaHoMELight_smoke = _short_schedule(
+    "nnUNetTrainerMambaHoMELight_smoke", nnUNetTrainerMambaHoMELight, 2, 3, 1,
+    "Seconds-long CPU smoke run for tests: 2 epochs x 3 iterations, 1 validation iteration, no mirroring.")
+nnUNetTrainerMambaHoMELight_demo = _short_schedule(
+    "nnUNetTrainerMambaHoMELight_demo", nnUNetTrainerMambaHoMELight, 20, 25, 5,
+    "The README demo's short CPU schedule: 20 epochs x 25 iterations, no mirroring.")
 
 
 # nnU-Net-style short schedules: nnUNetTrainerMambaHoME_5epochs, ..._noAMP_..., Light_...
