@@ -3,7 +3,7 @@
 `load_reference_module(fixture)` takes a dict with `config` (`reference_class`, `constructor_kwargs`) and an
 official `state_dict`, builds the equivalent module here, renames every official key to ours (experts are
 stacked into batched tensors) and loads strictly: an official key that no rule explains, or a parameter of
-ours left without a value, is an error. Users bring official checkpoints in the same way.
+ours left without a value, is an error. Official train.py checkpoints load with `load_official_checkpoint(path)`.
 """
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ _EXPERT_KEY = re.compile(r"^(?P<prefix>.*?)(?P<bank>experts_first|dynamic_slots_
                          r"(?P<e>\d+)\.(?P<layer>[03])\.(?P<kind>weight|bias)$")
 _EXPERT_BANK = {"experts_first": "experts", "dynamic_slots_soft_moe.experts": "level2.experts"}
 _EXPERT_PARAM = {("0", "weight"): "w_in", ("0", "bias"): "b_in", ("3", "weight"): "w_out", ("3", "bias"): "b_out"}
+# Keys of the official MambaHoME network that identify its checkpoints and give its input/output channels.
+_OFFICIAL_STEM = "mamba_encoder.downsample_layers.0.0.weight"
+_OFFICIAL_HEAD = "out.conv.conv.weight"
 
 
 def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor],
@@ -84,13 +87,31 @@ def supported_reference_classes() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def load_official_weights(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                          skip_prefixes: tuple[str, ...] = ()) -> None:
+    """Load an official state_dict into our equivalent `module`, strictly except for keys under `skip_prefixes`.
+
+    Keys are renamed by the module's optional `reference_key_renames` and then by `convert_reference_state_dict`.
+    An official key that maps onto nothing, or a parameter of ours left without a value, is a KeyError.
+    """
+    renames = tuple(getattr(module, "reference_key_renames", ()))
+    converted = {k: v for k, v in convert_reference_state_dict(state_dict, renames).items()
+                 if not k.startswith(skip_prefixes)}
+    result = module.load_state_dict(converted, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(skip_prefixes)]
+    if missing or result.unexpected_keys:
+        raise KeyError(f"official weights do not map onto {type(module).__name__}: "
+                       f"missing {missing[:10]}, unexpected {result.unexpected_keys[:10]}")
+
+
 def load_reference_module(fixture: Mapping[str, Any]) -> nn.Module:
     """Build this project's equivalent of an official module and load its official weights (eval mode).
 
     `fixture` holds `config` = {"reference_class": "...DynamicTanh" | "...GSC" |
     "...HierarchicalDynamicSlotsSoftMoE" | "...MambaBlock" | "...MambaHoME", "constructor_kwargs": {...}} and
-    `state_dict` with official key names. For `MambaBlock` the returned module includes the residual the
-    official encoder adds outside the block (it computes x + Mamba(DyT(x))).
+    `state_dict` with official key names (for MambaHoME e.g. the `"model"` entry of a train.py checkpoint).
+    For `MambaBlock` the returned module includes the residual the official encoder adds outside the block
+    (it computes x + Mamba(DyT(x))).
     """
     config = fixture["config"]
     name = str(config["reference_class"]).rsplit(".", 1)[-1]
@@ -98,10 +119,26 @@ def load_reference_module(fixture: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"unsupported reference class {config['reference_class']!r}; "
                          f"supported: {supported_reference_classes()}")
     module = _BUILDERS[name](dict(config.get("constructor_kwargs", {})))
-    renames = getattr(module, "reference_key_renames", ())
-    state_dict = convert_reference_state_dict(fixture["state_dict"], tuple(renames))
-    result = module.load_state_dict(state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise KeyError(f"official weights do not map onto {type(module).__name__}: "
-                       f"missing {result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}")
+    load_official_weights(module, fixture["state_dict"])
     return module.eval()
+
+
+def official_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """The official network weights in a train.py checkpoint ({"model": state_dict, ...}) or a bare state_dict."""
+    state_dict = checkpoint.get("model", checkpoint)
+    if _OFFICIAL_HEAD not in state_dict:
+        raise KeyError(f"not an official Mamba-HoME checkpoint: no {_OFFICIAL_HEAD!r} under 'model' or at the top level")
+    return state_dict
+
+
+def load_official_checkpoint(path: str, **constructor_kwargs: Any) -> nn.Module:
+    """A `MambaHoMEPaperNet` (eval mode) with the weights of an official train.py checkpoint file.
+
+    `in_chans`/`out_chans` are read from the weights; other official constructor arguments default to the
+    paper configuration and can be given as keyword arguments (e.g. `feat_size=[...]`).
+    """
+    state_dict = official_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+    kwargs = {"in_chans": state_dict[_OFFICIAL_STEM].shape[1], "out_chans": state_dict[_OFFICIAL_HEAD].shape[0],
+              **constructor_kwargs}
+    return load_reference_module({"config": {"reference_class": "MambaHoME", "constructor_kwargs": kwargs},
+                                  "state_dict": state_dict})

@@ -1,3 +1,6 @@
 """nnU-Net trainer classes; found by nnU-Net through the directory `nnunetv2-mambahome trainer-path` prints."""
+from . import paper_trainers, trainers
+from .paper_trainers import *  # noqa: F401,F403
 from .trainers import *  # noqa: F401,F403
-from .trainers import __all__  # noqa: F401
+
+__all__ = [*trainers.__all__, *paper_trainers.__all__]

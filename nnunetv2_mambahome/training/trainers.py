@@ -62,7 +62,8 @@ class nnUNetTrainerMambaHoMELarge(nnUNetTrainerMambaHoME):
     mamba_home_preset = "large"
 
 
-def _epochs_variant(base: type, epochs: int) -> type:
+def _epochs_variant(base: type, epochs: int, module: str = __name__) -> type:
+    """`base` with num_epochs = `epochs`, named nnU-Net style (`<base>_<epochs>epochs`), defined in `module`."""
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         base.__init__(self, plans, configuration, fold, dataset_json, device)
@@ -70,7 +71,7 @@ def _epochs_variant(base: type, epochs: int) -> type:
 
     name = f"{base.__name__}_{epochs}epochs"
     return type(name, (base,), {"__init__": __init__, "__doc__": f"{base.__name__} for {epochs} epochs.",
-                                "__module__": __name__})
+                                "__module__": module})
 
 
 def _short_schedule(name: str, base: type, epochs: int, iterations: int, val_iterations: int, doc: str) -> type:
