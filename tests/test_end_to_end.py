@@ -31,8 +31,8 @@ USER_TRAINER = textwrap.dedent('''
 
         def __init__(self, plans, configuration, fold, dataset_json, device=None):
             super().__init__(plans, configuration, fold, dataset_json, device)
-            self.num_epochs = 4
-            self.num_iterations_per_epoch = 10
+            self.num_epochs = 5
+            self.num_iterations_per_epoch = 12
             self.num_val_iterations_per_epoch = 2
 ''')
 
@@ -43,30 +43,43 @@ def _run(cmd: list[str], env: dict, cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def prepared(tmp_path_factory):
+    """A real raw dataset, planned and preprocessed by nnU-Net; returns (root, raw folder, env)."""
     root = tmp_path_factory.mktemp("e2e")
     user_dir = root / "user_trainers"
     user_dir.mkdir()
     (user_dir / "my_trainers.py").write_text(USER_TRAINER)
     env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
                nnUNet_results=str(root / "res"), nnUNet_extTrainer=os.pathsep.join([trainer_dir(), str(user_dir)]),
-               nnUNet_n_proc_DA="2", nnUNet_compile="f", PYTHONUNBUFFERED="1")
-    bindir = Path(sys.executable).parent
-    _run([str(bindir / "nnunetv2-mambahome"), "make-dataset", "brain", "--dataset-id", str(DATASET_ID),
+               nnUNet_n_proc_DA="2", nnUNet_def_n_proc="2", nnUNet_compile="f", PYTHONUNBUFFERED="1")
+    _run([_bin("nnunetv2-mambahome"), "make-dataset", "brain", "--dataset-id", str(DATASET_ID),
           "--spacing", "6", "--num-train", "6", "--num-test", "2"], env, root)
-    _run([str(bindir / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env, root)
-    log = _run([str(bindir / "nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr",
-                "nnUNetTrainerMyMambaHoMECI", "-device", "cpu"], env, root)
-    raw = next((root / "raw").glob(f"Dataset{DATASET_ID}_*"))
-    _run([str(bindir / "nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(root / "pred"), "-d",
-          str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainerMyMambaHoMECI", "-device", "cpu",
-          "-npp", "1", "-nps", "1"], env, root)
-    return root, raw, log
+    _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env, root)
+    return root, next((root / "raw").glob(f"Dataset{DATASET_ID}_*")), env
+
+
+def _train_and_predict(prepared, trainer: str, configuration: str = "3d_fullres") -> tuple[str, Path]:
+    root, raw, env = prepared
+    log = _run([_bin("nnUNetv2_train"), str(DATASET_ID), configuration, "0", "-tr", trainer, "-device", "cpu"], env, root)
+    out = root / f"pred_{trainer}"
+    _run([_bin("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(DATASET_ID), "-c",
+          configuration, "-f", "0", "-tr", trainer, "-device", "cpu", "-npp", "1", "-nps", "1"], env, root)
+    return log, out
+
+
+@pytest.fixture(scope="module")
+def trained(prepared):
+    log, pred = _train_and_predict(prepared, "nnUNetTrainerMyMambaHoMECI")
+    return prepared[0], prepared[1], log, pred
 
 
 def test_training_used_our_network_and_validated(trained) -> None:
-    root, raw, log = trained
+    root, raw, log, _ = trained
     assert "Mamba-HoME preset 'light'" in log
     model_dir = next((root / "res").glob(f"Dataset{DATASET_ID}_*")) / "nnUNetTrainerMyMambaHoMECI__nnUNetPlans__3d_fullres"
     assert (model_dir / "fold_0" / "checkpoint_final.pth").is_file()
@@ -74,15 +87,14 @@ def test_training_used_our_network_and_validated(trained) -> None:
     assert np.isfinite(summary["foreground_mean"]["Dice"])
 
 
-def test_predictions_are_valid_and_beat_chance(trained) -> None:
-    root, raw, _ = trained
-    labels = json.loads((raw / "dataset.json").read_text())["labels"]
-    ids = sorted(v for v in labels.values())
+def _check_predictions(raw: Path, pred_dir: Path) -> tuple[list[float], list[float]]:
+    """Shapes, spacing and label values of every prediction; returns per-class Dice and chance Dice."""
+    ids = sorted(json.loads((raw / "dataset.json").read_text())["labels"].values())
     cases = sorted(p.name.replace("_0000.nii.gz", "") for p in (raw / "imagesTs").glob("*_0000.nii.gz"))
     assert len(cases) == 2
     scores, chance = [], []
     for case in cases:
-        pred_img = sitk.ReadImage(str(root / "pred" / f"{case}.nii.gz"))
+        pred_img = sitk.ReadImage(str(pred_dir / f"{case}.nii.gz"))
         ref_img = sitk.ReadImage(str(raw / "labelsTs" / f"{case}.nii.gz"))
         pred, ref = sitk.GetArrayFromImage(pred_img), sitk.GetArrayFromImage(ref_img)
         assert pred.shape == ref.shape and np.allclose(pred_img.GetSpacing(), ref_img.GetSpacing())
@@ -90,4 +102,24 @@ def test_predictions_are_valid_and_beat_chance(trained) -> None:
         for c in ids[1:]:
             scores.append(dice(pred == c, ref == c))
             chance.append(float((ref == c).mean()))  # expected Dice of a random map with the true class frequency
+    return scores, chance
+
+
+def test_predictions_are_valid_and_beat_chance(trained) -> None:
+    _, raw, _, pred = trained
+    scores, chance = _check_predictions(raw, pred)
     assert np.mean(scores) > 2 * np.mean(chance), (scores, chance)
+
+
+def test_paper_trainer_trains_and_predicts(prepared) -> None:
+    """The paper network needs sizes divisible by 16: add the documented inheriting configuration, then run."""
+    root, raw, env = prepared
+    plans_file = root / "pre" / raw.name / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    patch = plans["configurations"]["3d_fullres"]["patch_size"]
+    fitting = [max(16, int(np.ceil(p / 16) * 16)) for p in patch]
+    plans["configurations"]["3d_fullres_p16"] = {"inherits_from": "3d_fullres", "patch_size": fitting}
+    plans_file.write_text(json.dumps(plans, indent=2))
+    log, pred = _train_and_predict(prepared, "nnUNetTrainerMambaHoMEPaper_smoke", "3d_fullres_p16")
+    assert "MambaHoMEPaperNet" in log and "AdamW" in log
+    _check_predictions(raw, pred)
