@@ -64,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
         _check_counts(args)
         reference = next((s for s in setups if s.trainer == STOCK_TRAINER), setups[0])
         workload = _workload(args, folder, reference)
+        print(f"benchmark speed: {folder.name} {workload.configuration} on {workload.device}, patch "
+              f"{list(workload.patch_size)}, batch {workload.batch_size}; reference {reference.label}")
+        workload.apply_threads()
+        results = measure_setups(setups, workload, args)
     except SpeedInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"benchmark speed: {folder.name} {workload.configuration} on {workload.device}, patch "
-          f"{list(workload.patch_size)}, batch {workload.batch_size}; reference {reference.label}")
-    workload.apply_threads()
-    results = measure_setups(setups, workload, args)
     ref = next(r for r in results if r.label == reference.label)
     add_ratios(results, ref)
     md = write_speed_report(args.out, results, ref, _meta(args, folder, workload))
@@ -89,8 +89,8 @@ def measure_setups(setups: list[Setup], workload: Workload, args: argparse.Names
             print(f"building {s.label}")
             try:
                 trainers[s.label] = build_trainer(s, workload, Path(results_dir))
-            except Exception as exc:  # a setup that cannot be built is named, not a bare traceback
-                raise RuntimeError(f"could not build {s.label}: {exc}") from exc
+            except ValueError as exc:  # SpeedInputError, plans a network cannot be built from
+                raise SpeedInputError(f"could not build {s.label}: {exc}") from exc
             print(f"  {type(unwrapped_network(trainers[s.label])).__name__}, {parameter_count(trainers[s.label]) / 1e6:.2f}M "
                   "parameters")
         batches = {label: random_batch(t) for label, t in trainers.items()}
@@ -151,7 +151,8 @@ def _meta(args: argparse.Namespace, folder: Path, workload: Workload) -> dict:
     cuda = workload.device.startswith("cuda")
     return {
         "dataset": folder.name,
-        "device_name": torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} torch threads",
+        "mambahome_scan_backend": _scan_backend(torch.device(workload.device)),
+        "device_name": torch.cuda.get_device_name() if cuda else f"CPU, torch threads: {torch.get_num_threads()}",
         "hostname": socket.gethostname(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
@@ -167,3 +168,11 @@ def _meta(args: argparse.Namespace, folder: Path, workload: Workload) -> dict:
                          f"random volume {'x'.join(map(str, args.inference_shape))}" if args.inference_shape else
                          "random volume of the plans' median image size")},
     }
+
+
+def _scan_backend(device: torch.device) -> str:
+    """Which selective-scan backend the Mamba-HoME setups ran on, and why."""
+    from nnunetv2_mambahome.ops import ENV_VAR, explain_auto_choice, requested_backend
+
+    choice = requested_backend()
+    return explain_auto_choice(device) if choice == "auto" else f"{choice} (forced by {ENV_VAR})"

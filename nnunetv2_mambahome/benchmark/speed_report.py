@@ -44,7 +44,7 @@ def write_speed_report(out: Path, results: Sequence[SetupResult], reference: Set
     """Write speed.md, speed.csv, speed.json and the ratio charts into `out`; returns the markdown path."""
     out.mkdir(parents=True, exist_ok=True)
     headers, rows = _table(results)
-    write_csv(out / "speed.csv", headers, [[_csv(c) for c in row] for row in rows])
+    write_csv(out / "speed.csv", headers, [["" if c is None else c for c in row] for row in rows])
     (out / "speed.json").write_text(json.dumps(
         {**meta, "reference": reference.label, "setups": [asdict(r) for r in results]}, indent=2) + "\n")
     labels = [r.label for r in results]
@@ -68,16 +68,12 @@ def _table(results: Sequence[SetupResult]) -> tuple[list[str], list[list[object]
     return headers, rows
 
 
-def _csv(cell: object) -> object:
-    return "" if cell is None else cell
+# markdown number formats of the table's columns, in order
+_FORMATS = ("{}", "{:.2f}", "{:.0f}", "{:.2f}", "{:.0f}", "{:.2f}", "{:.2f}", "{:.2f}")
 
 
-def _fmt(cell: object) -> str:
-    if cell is None:
-        return "-"
-    if isinstance(cell, float):
-        return f"{cell:.3g}" if abs(cell) < 10 else f"{cell:.0f}"
-    return str(cell)
+def _fmt(cell: object, fmt: str) -> str:
+    return "-" if cell is None else fmt.format(cell)
 
 
 def _markdown(results: Sequence[SetupResult], reference: SetupResult, meta: dict, headers, rows) -> str:
@@ -93,11 +89,12 @@ def _markdown(results: Sequence[SetupResult], reference: SetupResult, meta: dict
         f"host {meta['hostname']}, {meta['date']}.",
         f"Patch {'x'.join(map(str, s['patch_size']))}, batch {s['batch_size']}; median of {s['iters']} "
         f"training iterations after {s['warmup']} warm-up, setups alternating; ratios vs {reference.label}.",
-        f"Memory: {memory}, measured per setup in a fresh process.",
+        f"Memory: {memory}, measured per setup in a fresh process. "
+        f"Mamba-HoME selective scan: {meta['mambahome_scan_backend']}.",
         "Inference: nnUNetPredictor sliding window (step 0.5, Gaussian, mirroring), "
         + (f"{s['inference_input']}." if s["inference_input"] else "not measured (--no-inference)."),
         "",
-        markdown_table(headers, [[_fmt(c) for c in row] for row in rows]),
+        markdown_table(headers, [[_fmt(c, f) for c, f in zip(row, _FORMATS)] for row in rows]),
     ]
     compiled = [r.label for r in results if r.compiled]
     if compiled:

@@ -162,6 +162,13 @@ def build_trainer(setup: Setup, workload: Workload, results_dir: Path):
         raise SpeedInputError(f"{setup.plans} has no configuration {workload.configuration!r}")
     config = plans["configurations"][workload.configuration]
     config["patch_size"], config["batch_size"] = list(workload.patch_size), workload.batch_size
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_mambahome.nets.from_plans import check_patch_size
+
+    # every network (not only ours) needs a patch its pooling divides; say so before a shape error in forward
+    check_patch_size(workload.patch_size,
+                     PlansManager(plans).get_configuration(workload.configuration).pool_op_kernel_sizes)
     plans["continue_training"] = False
     dataset_json = json.loads((folder / "dataset.json").read_text())
     trainer_class = find_trainer_class(setup.trainer)
