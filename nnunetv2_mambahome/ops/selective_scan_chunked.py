@@ -34,7 +34,11 @@ def default_chunk_size(length: int) -> int:
 
 
 class _ChunkLayout:
-    """Per-chunk, time-major views of the (padded) scan inputs: index [t] gives step t of every chunk."""
+    """Contiguous, time-major copies of the (padded) scan inputs: index [t] gives step t of every chunk.
+
+    Contiguity matters on CPU: strided views here made every per-step op gather with stride T and run
+    several times slower than the same op on contiguous memory.
+    """
 
     def __init__(self, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, T: int):
         b, d, L = u.shape
@@ -44,22 +48,23 @@ class _ChunkLayout:
         if pad:  # delta = 0 makes a padded step the identity (decay 1, input 0)
             u, delta, B, C = (F.pad(x, (0, pad)) for x in (u, delta, B, C))
         nc = self.nc
-        self.delta = delta.view(b, d, nc, T).permute(3, 0, 1, 2)  # (T, b, d, nc)
-        self.u = u.view(b, d, nc, T).permute(3, 0, 1, 2)
-        self.B = B.view(b, n, nc, T).permute(3, 0, 2, 1)  # (T, b, nc, n)
-        self.C = C.view(b, n, nc, T).permute(3, 0, 2, 1)
-        self.A = A[None, :, None, :]  # (1, d, 1, n)
+        self.delta = delta.view(b, d, nc, T).permute(3, 0, 1, 2).contiguous()  # (T, b, d, nc)
+        self.u = u.view(b, d, nc, T).permute(3, 0, 1, 2).contiguous()
+        self.x = self.delta * self.u  # (T, b, d, nc): the scan's input before B
+        self.B = B.view(b, n, nc, T).permute(3, 0, 2, 1).unsqueeze(2).contiguous()  # (T, b, 1, nc, n)
+        self.C = C.view(b, n, nc, T).permute(3, 0, 2, 1).unsqueeze(2).contiguous()
+        self.A = A[None, :, None, :].contiguous()  # (1, d, 1, n)
         # total decay of each chunk: prod_t exp(delta_t A) = exp(A * sum_t delta_t)
         self.chunk_decay = torch.exp(self.delta.sum(0)[..., None] * self.A)  # (b, d, nc, n)
 
-    def decay(self, t: int, sl: slice = slice(None)) -> torch.Tensor:
-        return torch.exp(self.delta[t][:, :, sl, None] * self.A)
+    def decay(self, t: int, sl: slice = slice(None), out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """exp(delta_t A) of the chunks in `sl`, written into `out` when given (no allocation)."""
+        out = torch.mul(self.delta[t][:, :, sl, None], self.A, out=out)
+        return out.exp_()
 
-    def x(self, t: int, sl: slice = slice(None)) -> torch.Tensor:
-        return self.delta[t][:, :, sl] * self.u[t][:, :, sl]  # (b, d, k)
-
-    def drive(self, t: int, sl: slice = slice(None)) -> torch.Tensor:
-        return self.x(t, sl)[..., None] * self.B[t][:, None, sl]  # (b, d, k, n)
+    def step(self, h: torch.Tensor, t: int, a: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
+        """h <- a * h + x_t B_t in place (a = decay of step t)."""
+        return h.mul_(a).addcmul_(self.x[t][:, :, sl, None], self.B[t][:, :, sl])
 
 
 def _chain_chunks(local: torch.Tensor, chunk_decay: torch.Tensor, reverse: bool) -> torch.Tensor:
@@ -69,7 +74,7 @@ def _chain_chunks(local: torch.Tensor, chunk_decay: torch.Tensor, reverse: bool)
     order = range(nc - 2, -1, -1) if reverse else range(1, nc)
     for c in order:
         p = c + 1 if reverse else c - 1
-        out[:, :, c] = chunk_decay[:, :, p] * out[:, :, p] + local[:, :, p]
+        torch.addcmul(local[:, :, p], chunk_decay[:, :, p], out[:, :, p], out=out[:, :, c])
     return out
 
 
@@ -79,16 +84,19 @@ class _ChunkedScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, T: int):  # type: ignore[override]
         lay = _ChunkLayout(u, delta, A, B, C, T)
+        b, d, L = u.shape
         h = torch.zeros_like(lay.chunk_decay)
+        a = torch.empty_like(h)
         for t in range(T):  # local scans of all chunks from a zero state
-            h = torch.addcmul(lay.drive(t), lay.decay(t), h)
+            lay.step(h, t, lay.decay(t, out=a))
         h_start = _chain_chunks(h, lay.chunk_decay, reverse=False)
-        h = h_start
-        ys = []
+        h.copy_(h_start)
+        y = torch.empty(T, b, d, lay.nc, dtype=u.dtype, device=u.device)
+        hc = torch.empty_like(h)
         for t in range(T):  # rescan from the true chunk-start states
-            h = torch.addcmul(lay.drive(t), lay.decay(t), h)
-            ys.append((h * lay.C[t][:, None]).sum(-1))
-        y = torch.stack(ys, dim=-1).reshape(u.shape[0], u.shape[1], -1)[..., : u.shape[2]]
+            lay.step(h, t, lay.decay(t, out=a))
+            torch.sum(torch.mul(h, lay.C[t], out=hc), -1, out=y[t])
+        y = y.permute(1, 2, 3, 0).reshape(b, d, -1)[..., :L]
         ctx.save_for_backward(u, delta, A, B, C, h_start)
         ctx.T = T
         return y
@@ -100,41 +108,48 @@ class _ChunkedScanFn(torch.autograd.Function):
         lay = _ChunkLayout(u, delta, A, B, C, T)
         b, d, L = u.shape
         n, nc = A.shape[1], lay.nc
-        dy = F.pad(dy, (0, nc * T - L)).view(b, d, nc, T).permute(3, 0, 1, 2)  # (T, b, d, nc)
+        dy = F.pad(dy, (0, nc * T - L)).view(b, d, nc, T).permute(3, 0, 1, 2).unsqueeze(-1).contiguous()
 
         # adjoint carried into the end of each chunk from the chunks after it
         carry = torch.zeros_like(h_start)
+        a = torch.empty_like(carry)
         for t in range(T - 1, -1, -1):
-            carry = lay.decay(t) * (carry + dy[t][..., None] * lay.C[t][:, None])
+            carry.addcmul_(dy[t], lay.C[t]).mul_(lay.decay(t, out=a))
         g_in = _chain_chunks(carry, lay.chunk_decay, reverse=True)
+        del carry, a
 
-        d_delta = torch.zeros(T, b, d, nc, dtype=u.dtype, device=u.device)
-        d_u = torch.zeros_like(d_delta)
-        d_B = torch.zeros(T, b, nc, n, dtype=u.dtype, device=u.device)
-        d_C = torch.zeros_like(d_B)
-        d_A = torch.zeros_like(A)
-        group = max(1, min(nc, _state_budget(u.device) // max(1, T * b * d * n)))
+        d_delta = torch.empty(T, b, d, nc, dtype=u.dtype, device=u.device)
+        d_x = torch.empty_like(d_delta)
+        d_B = torch.empty(T, b, nc, n, dtype=u.dtype, device=u.device)
+        d_C = torch.empty_like(d_B)
+        # sum over steps of g_t * a_t * h_{t-1} * delta_t, reduced to d_A once at the end
+        gh_delta = torch.zeros_like(h_start)
+        # each chunk of a group holds T states and T decays
+        group = max(1, min(nc, _state_budget(u.device) // max(1, 2 * T * b * d * n)))
         for c0 in range(0, nc, group):
             sl = slice(c0, min(nc, c0 + group))
-            h = h_start[:, :, sl]
-            hs = []
+            k = sl.stop - sl.start
+            hs = torch.empty(T + 1, b, d, k, n, dtype=u.dtype, device=u.device)  # hs[t + 1] = h_t
+            decays = torch.empty(T, b, d, k, n, dtype=u.dtype, device=u.device)
+            hs[0] = h_start[:, :, sl]
             for t in range(T):
-                h = torch.addcmul(lay.drive(t, sl), lay.decay(t, sl), h)
-                hs.append(h)
-            g_next = g_in[:, :, sl]
+                hs[t + 1] = hs[t]
+                lay.step(hs[t + 1], t, lay.decay(t, sl, out=decays[t]), sl)
+            g = g_in[:, :, sl].clone()
+            tmp = torch.empty_like(g)
             for t in range(T - 1, -1, -1):
-                Ct, Bt, a = lay.C[t][:, sl], lay.B[t][:, sl], lay.decay(t, sl)
-                x = lay.x(t, sl)
-                g = g_next + dy[t][:, :, sl, None] * Ct[:, None]  # dL/dh_t
-                d_C[t][:, sl] = torch.einsum("bdk,bdkn->bkn", dy[t][:, :, sl], hs[t])
-                gh = g * (hs[t] - x[..., None] * Bt[:, None])  # g_t * a_t * h_{t-1}
-                dx = torch.einsum("bdkn,bkn->bdk", g, Bt)
-                d_delta[t][:, :, sl] = (gh * lay.A).sum(-1) + dx * lay.u[t][:, :, sl]
-                d_u[t][:, :, sl] = dx * lay.delta[t][:, :, sl]
-                d_A += torch.einsum("bdkn,bdk->dn", gh, lay.delta[t][:, :, sl])
-                d_B[t][:, sl] = torch.einsum("bdkn,bdk->bkn", g, x)
-                g_next = a * g
-            del hs
+                g.addcmul_(dy[t][:, :, sl], lay.C[t][:, :, sl])  # dL/dh_t
+                d_C[t][:, sl] = torch.mul(hs[t + 1], dy[t][:, :, sl], out=tmp).sum(1)
+                d_x[t][:, :, sl] = torch.mul(g, lay.B[t][:, :, sl], out=tmp).sum(-1)
+                d_B[t][:, sl] = torch.mul(g, lay.x[t][:, :, sl, None], out=tmp).sum(1)
+                g.mul_(decays[t])  # g_t * a_t, the adjoint carried to h_{t-1}
+                gh = torch.mul(g, hs[t], out=tmp)  # g_t * a_t * h_{t-1}
+                d_delta[t][:, :, sl] = torch.sum(gh * lay.A, -1)
+                gh_delta[:, :, sl].addcmul_(gh, lay.delta[t][:, :, sl, None])
+            del hs, decays
+        d_A = gh_delta.sum((0, 2))
+        d_u = d_x * lay.delta
+        d_delta.addcmul_(d_x, lay.u)
 
         def unchunk(x: torch.Tensor, chan_first: bool) -> torch.Tensor:
             # (T, b, d, nc) -> (b, d, L) ; (T, b, nc, n) -> (b, n, L)
