@@ -18,6 +18,7 @@ from torch import nn
 
 from ..nets.from_plans import PlansNotSupportedError
 from ..nets.paper_net import SIZE_MULTIPLE, MambaHoMEPaperNet, nearest_fitting_sizes
+from .cpu_threads import apply_training_cpu_threads
 from .cosine_lr import CosineAnnealingScheduler
 from .pretrained import install_official_checkpoint_support
 from .trainers import _epochs_variant
@@ -87,6 +88,7 @@ class nnUNetTrainerMambaHoMEPaper(nnUNetTrainer):
 
     def initialize(self) -> None:
         super().initialize()
+        apply_training_cpu_threads(self.device)
         n_params = sum(p.numel() for p in self.network.parameters())
         self.print_to_log_file(f"MambaHoMEPaperNet {n_params:,} parameters; AdamW lr {self.initial_lr}, "
                                f"wd {self.weight_decay}, eps {self.adam_eps}, cosine over {self.num_epochs} "

@@ -15,6 +15,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from ..nets.from_plans import build_from_configuration
+from .cpu_threads import apply_training_cpu_threads
 
 
 class nnUNetTrainerMambaHoME(nnUNetTrainer):
@@ -38,10 +39,11 @@ class nnUNetTrainerMambaHoME(nnUNetTrainer):
         super().initialize()
         if self.force_fp32:
             self.grad_scaler = None
+        threads = apply_training_cpu_threads(self.device)
         n_params = sum(p.numel() for p in self.network.parameters())
         self.print_to_log_file(f"Mamba-HoME preset '{self.mamba_home_preset}', {n_params / 1e6:.2f}M parameters, "
                                f"token path float32, rest {'float32' if self.force_fp32 else 'autocast'}; "
-                               "torch.compile off")
+                               f"torch.compile off" + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
 
 
 class nnUNetTrainerMambaHoME_noAMP(nnUNetTrainerMambaHoME):

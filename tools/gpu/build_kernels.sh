@@ -13,6 +13,11 @@
 #   SDIST_DIR      where the sdists are (default .gpu/sdist)
 #   PYTHON         interpreter holding torch (default python3)
 #   GENCODE        nvcc -gencode value (default arch=compute_90,code=sm_90; sm_90a: arch=compute_90a,code=sm_90a)
+#   NVCC_EXTRA     extra nvcc flags (default --compress-mode=size: fatbins 1.5-20x smaller than nvcc's default,
+#                  which is what makes the wheels small enough to carry; decompressed once at module load)
+#   LINEINFO       1 keeps upstream's -lineinfo (source lines in Nsight Compute); default 0 drops it, which
+#                  roughly halves the compressed device code
+#   Host debug info is dropped at link time (LDFLAGS=-Wl,--strip-debug).
 #   MAX_JOBS       parallel compile jobs per package (default nproc)
 #   BUILD_TIMEOUT  seconds each build may take before it is killed (default 560: the device's per-command
 #                  limit is 600 s, so a hung build still leaves time to return the log)
@@ -26,6 +31,8 @@ SDIST_DIR=${SDIST_DIR:-$ROOT/.gpu/sdist}
 OUT=${OUT:-$ROOT/.gpu/kernels}
 PY=${PYTHON:-python3}
 GENCODE=${GENCODE:-arch=compute_90,code=sm_90}
+NVCC_EXTRA=${NVCC_EXTRA---compress-mode=size}
+LINEINFO=${LINEINFO:-0}
 JOBS=${MAX_JOBS:-$(nproc)}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-560}
 WORK=${WORK:-/tmp/mh_kernel_build}
@@ -41,23 +48,26 @@ if [ -z "${CUDA_HOME:-}" ]; then
     fi
 fi
 export PATH="${CUDA_HOME:+$CUDA_HOME/bin:}$PATH"
-echo "== build_kernels: host $(hostname) cores $(nproc) jobs/pkg $JOBS gencode $GENCODE CUDA_HOME=${CUDA_HOME:-?}"
+echo "== build_kernels: host $(hostname) cores $(nproc) jobs/pkg $JOBS gencode $GENCODE extra '$NVCC_EXTRA' lineinfo $LINEINFO CUDA_HOME=${CUDA_HOME:-?}"
 nvcc --version | tail -1
 "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' || exit 1
 "$PY" -c 'import setuptools, wheel, packaging, ninja' || { echo "missing setuptools/wheel/packaging/ninja"; exit 1; }
 
-# Patch a setup.py: one -gencode only, always build from source (never try the GitHub wheel), and take
-# bdist_wheel from setuptools when the installed 'wheel' no longer provides it.
+# Patch a setup.py: one -gencode only (plus NVCC_EXTRA), optionally no -lineinfo, always build from source
+# (never try the GitHub wheel), and take bdist_wheel from setuptools when 'wheel' no longer provides it.
 patch_setup() {
-    "$PY" - "$1" "$GENCODE" <<'EOF'
+    "$PY" - "$1" "$GENCODE" "$NVCC_EXTRA" "$LINEINFO" <<'EOF'
 import sys, re
-path, gencode = sys.argv[1], sys.argv[2]
+path, gencode, extra, lineinfo = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4] == "1"
 s = open(path).read()
 anchor = "    # HACK: The compiler flag -D_GLIBCXX_USE_CXX11_ABI"
 assert s.count(anchor) == 1, "anchor for cc_flag not found"
 s = s.replace(anchor,
     "    cc_flag = [f for f in cc_flag if f != '-gencode' and not f.startswith('arch=')]"
-    " + ['-gencode', %r]  # patched by tools/gpu/build_kernels.sh\n" % gencode + anchor)
+    " + ['-gencode', %r] + %r  # patched by tools/gpu/build_kernels.sh\n" % (gencode, extra) + anchor)
+if not lineinfo:
+    assert s.count('"-lineinfo",') == 1, "-lineinfo not found"
+    s = s.replace('"-lineinfo",', '')
 s, n = re.subn(r'^FORCE_BUILD = .*$', 'FORCE_BUILD = True  # patched: never download a prebuilt wheel', s, flags=re.M)
 assert n == 1, "FORCE_BUILD line not found"
 old = "from wheel.bdist_wheel import bdist_wheel as _bdist_wheel"
@@ -79,6 +89,7 @@ build_one() {  # name sdist-glob
     log="$WORK/$name.log"
     t1=$(date +%s)
     ( cd "$dir" && MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE MAX_JOBS=$JOBS TORCH_CUDA_ARCH_LIST=9.0 \
+        LDFLAGS="${LDFLAGS:-} -Wl,--strip-debug" \
         PIP_NO_INDEX=1 timeout -k 5 "$BUILD_TIMEOUT" \
         "$PY" -m pip wheel -v --no-build-isolation --no-deps --no-index -w "$WORK/$name/wheel" . ) >"$log" 2>&1
     rc=$?
@@ -104,8 +115,10 @@ for w in "$WORK"/*/wheel/*.whl; do
     [ -e "$w" ] || continue
     b=$(basename "$w")
     sz=$(stat -c %s "$w")
-    echo "wheel $b $((sz / 1024)) KiB; .so inside:"
-    unzip -l "$w" | grep '\.so$'
+    echo "wheel $b $((sz / 1024)) KiB"
+    "$PY" -c 'import sys, zipfile
+for i in zipfile.ZipFile(sys.argv[1]).infolist():
+    if i.filename.endswith(".so"): print("   %s %.1f MiB (%.1f MiB compressed)" % (i.filename, i.file_size / 2**20, i.compress_size / 2**20))' "$w"
     if [ "$sz" -gt $((SPLIT_MB * 1024 * 1024)) ]; then
         split -b "${SPLIT_MB}M" -d -a 1 "$w" "$OUT/$b.part"
     else
