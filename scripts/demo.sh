@@ -13,8 +13,8 @@ export nnUNet_raw="$DEMO_DIR/nnUNet_raw" nnUNet_preprocessed="$DEMO_DIR/nnUNet_p
 DATASET_ID=${DATASET_ID:-501}
 if "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   DEVICE=cuda; SPACING=${SPACING:-1.5}; NUM_TRAIN=${NUM_TRAIN:-20}; TRAINER=${TRAINER:-nnUNetTrainerMambaHoME_50epochs}
-else  # CPU: 3 mm volumes and a short schedule that finish in reasonable time on 2 cores
-  DEVICE=cpu; SPACING=${SPACING:-3}; NUM_TRAIN=${NUM_TRAIN:-8}; TRAINER=${TRAINER:-nnUNetTrainerMambaHoMELight_demo}
+else  # CPU: 5 mm volumes and a short schedule that finish in reasonable time on 2 cores
+  DEVICE=cpu; SPACING=${SPACING:-5}; NUM_TRAIN=${NUM_TRAIN:-8}; TRAINER=${TRAINER:-nnUNetTrainerMambaHoMELight_demo}
   export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-2}
 fi
 NUM_TEST=${NUM_TEST:-3}

@@ -93,8 +93,8 @@ nnUNetTrainerMambaHoMELight_smoke = _short_schedule(
     "nnUNetTrainerMambaHoMELight_smoke", nnUNetTrainerMambaHoMELight, 2, 3, 1,
     "Seconds-long CPU smoke run for tests: 2 epochs x 3 iterations, 1 validation iteration, no mirroring.")
 nnUNetTrainerMambaHoMELight_demo = _short_schedule(
-    "nnUNetTrainerMambaHoMELight_demo", nnUNetTrainerMambaHoMELight, 20, 25, 5,
-    "The README demo's short CPU schedule: 20 epochs x 25 iterations, no mirroring.")
+    "nnUNetTrainerMambaHoMELight_demo", nnUNetTrainerMambaHoMELight, 10, 20, 4,
+    "The README demo's short CPU schedule: 10 epochs x 20 iterations, no mirroring.")
 
 
 # nnU-Net-style short schedules: nnUNetTrainerMambaHoME_5epochs, ..._noAMP_..., Light_...
