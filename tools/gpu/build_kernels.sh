@@ -17,13 +17,16 @@
 #                  which is what makes the wheels small enough to carry; decompressed once at module load)
 #   LINEINFO       1 keeps upstream's -lineinfo (source lines in Nsight Compute); default 0 drops it, which
 #                  roughly halves the compressed device code
-#   Host debug info is dropped at link time (LDFLAGS=-Wl,--strip-debug).
 #   MAX_JOBS       parallel compile jobs per package (default nproc)
 #   BUILD_TIMEOUT  seconds each build may take before it is killed (default 560: the device's per-command
 #                  limit is 600 s, so a hung build still leaves time to return the log)
 #   WORK           scratch folder (default /tmp/mh_kernel_build)
 #   SPLIT_MB       wheels larger than this many MiB are split into parts (default 15; the device returns
 #                  files of at most 16 MiB)
+# Host debug info is always dropped at link time (LDFLAGS=-Wl,--strip-debug).
+# Measured: H100 machine, 16 cores, upstream flags: mamba-ssm 168 s, causal-conv1d 409 s (in parallel, 417 s
+# wall), wheels 38.1 + 24.7 MiB. CPU machine, 2 busy cores, these defaults: 1431 s / 1306 s (1434 s wall),
+# wheels 8.8 + 3.7 MiB. Both pass install.sh's smoke test on the H100 with identical numbers.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -118,4 +118,9 @@ printf '%10.2f MiB  dl/ total (not carried)\n' "$(du -sb "$G/dl" | awk '{print $
 for d in sdist deps kernels; do
     [ -d "$G/$d" ] && printf '%10.2f MiB  carry .gpu/%s\n' "$(du -sb "$G/$d" | awk '{print $1/1048576}')" "$d"
 done
+tree=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+printf '%10.2f MiB  working tree (travels with every call)\n' "$(echo "${tree:-0}" | awk '{print $1/1048576}')"
+if ! ls "$G"/kernels/*.whl* >/dev/null 2>&1; then
+    echo "NOTE: .gpu/kernels/ has no mamba-ssm/causal-conv1d wheels: build them (tools/gpu/README.md, 'Kernel wheels')."
+fi
 exit 0

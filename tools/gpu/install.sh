@@ -12,7 +12,9 @@
 # not installed again. Folders installed by an earlier call on the same warm machine stay on PYTHONPATH
 # even when this call does not carry their inputs: that is how a two-call install works.
 #
-# Knobs: GPU_SITE (default .gpu/site), GPU_SMOKE=0 skips the smoke test (versions are always printed).
+# The repository root goes on PYTHONPATH last, so nnUNetv2_* console scripts also import nnunetv2_mambahome.
+# Knobs: GPU_SITE (default .gpu/site), GPU_SMOKE=0 skips the smoke test (versions are always printed),
+# GPU_REQUIRE (default "mamba_ssm causal_conv1d nnunetv2": fail when one is not installed; "" allows a partial set).
 # Returns non-zero when an install or the smoke test fails.
 
 _mh_install() {
@@ -66,6 +68,8 @@ for p in sys.argv[1:]:
         case ":${PYTHONPATH:-}:" in *":$d:"*) ;; *) export PYTHONPATH="$d${PYTHONPATH:+:$PYTHONPATH}" ;; esac
         [ -d "$d/bin" ] && case ":$PATH:" in *":$d/bin:"*) ;; *) export PATH="$d/bin:$PATH" ;; esac
     done
+    # the project itself (not pip-installed): nnU-Net's console scripts must find nnunetv2_mambahome too
+    case ":${PYTHONPATH:-}:" in *":$root:"*) ;; *) export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$root" ;; esac
     echo "[install] PYTHONPATH=$PYTHONPATH ($(( $(date +%s) - t0 )) s)"
     return $rc
 }
@@ -82,6 +86,11 @@ print("[versions] python %s torch %s (cuda %s) | nnunetv2 %s | mamba_ssm %s | ca
       % (sys.version.split()[0], torch.__version__, torch.version.cuda, ver("nnunetv2"), ver("mamba_ssm"),
          ver("causal_conv1d"), ver("SimpleITK"), ver("dynamic_network_architectures"), ver("mambapy"),
          ver("blosc2"), ver("timm"), ver("triton")))
+missing = [n for n in os.environ.get("GPU_REQUIRE", "mamba_ssm causal_conv1d nnunetv2").split() if ver(n) == "-"]
+if missing:
+    print("[install] MISSING: %s (carry .gpu/kernels and .gpu/deps; on a second call the machine had gone cold)"
+          % " ".join(missing))
+    sys.exit(1)
 if os.environ.get("GPU_SMOKE") == "0":
     sys.exit(0)
 ok = True
