@@ -70,18 +70,25 @@ def _epochs_variant(base: type, epochs: int) -> type:
 
     name = f"{base.__name__}_{epochs}epochs"
     return type(name, (base,), {"__init__": __init__, "__doc__": f"{base.__name__} for {epochs} epochs.",
-                                "__module__": __name__})
+                                "__module__": base.__module__})
 
 
-class nnUNetTrainerMambaHoMELight_smoke(nnUNetTrainerMambaHoMELight, nnUNetTrainerNoMirroring):
-    """Seconds-long CPU smoke run for tests: 2 epochs x 3 iterations, 1 validation iteration, no mirroring."""
-
+def _smoke_variant(base: type) -> type:
+    """`<base>_smoke`: seconds-long CPU run for tests, 2 epochs x 3 iterations, 1 validation iteration, no mirroring."""
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
         self.num_epochs = 2
         self.num_iterations_per_epoch = 3
         self.num_val_iterations_per_epoch = 1
+
+    name = f"{base.__name__}_smoke"
+    return type(name, (base, nnUNetTrainerNoMirroring), {
+        "__init__": __init__, "__doc__": f"{base.__name__}: 2 epochs x 3 iterations, 1 validation iteration, "
+                                         "no mirroring (CPU smoke tests).", "__module__": base.__module__})
+
+
+nnUNetTrainerMambaHoMELight_smoke = _smoke_variant(nnUNetTrainerMambaHoMELight)
 
 
 class nnUNetTrainerMambaHoMELight_demo(nnUNetTrainerMambaHoMELight, nnUNetTrainerNoMirroring):
