@@ -7,12 +7,13 @@ SGD step (nnU-Net's: lr 1e-2, momentum 0.99, Nesterov), batch 1, float32 on CPU.
 in turn (round robin, after one warm-up step each) so that load from other processes hits them alike; the
 median over the rounds is reported.
 
-    PYTHONPATH=. python tools/peer_table.py [--patch 16 64 64] [--rounds 3] [--threads 2]
+    PYTHONPATH=. python tools/peer_table.py [--patch 16 32 32] [--rounds 3] [--threads 2]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -49,12 +50,14 @@ def training_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: tor
     loss = sum(o.square().mean() for o in net(x))
     loss.backward()
     optimizer.step()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    optimizer.zero_grad(set_to_none=True)  # nine networks stay in memory: keep only their weights and momenta
+    return elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patch", type=int, nargs=3, default=[16, 64, 64])
+    parser.add_argument("--patch", type=int, nargs=3, default=[16, 32, 32])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -68,9 +71,10 @@ def main() -> None:
     times: dict[str, list[float]] = {n: [] for n in nets}
     for n in nets:  # warm-up
         training_step(nets[n], opts[n], x)
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for n in nets:
             times[n].append(training_step(nets[n], opts[n], x))
+            print(f"round {r + 1}: {n} {times[n][-1]:.2f} s", file=sys.stderr, flush=True)
     base = statistics.median(times["nnUNetTrainer"])
     print(f"plans: PlainConvUNet 3d_fullres, 5 stages, features {FEATURES}, strides {STRIDES}, 2 convs per stage, "
           f"patch {args.patch}; batch 1, CPU float32, {args.threads} threads, median of {args.rounds} rounds\n")

@@ -47,7 +47,8 @@ class PlansEncoder(nn.Module):
         if (n_conv_per_stage is None) == (n_blocks_per_stage is None):
             raise ValueError("give exactly one of n_conv_per_stage (plain plans) or n_blocks_per_stage (ResEnc plans)")
         features = per_stage(features_per_stage, n_stages, "features_per_stage")
-        kernel_sizes = [maybe_convert_scalar_to_list(conv_op, k) for k in per_stage(kernel_sizes, n_stages, "kernel_sizes")]
+        kernel_sizes = [maybe_convert_scalar_to_list(conv_op, k)
+                        for k in per_stage(kernel_sizes, n_stages, "kernel_sizes")]
         strides = [maybe_convert_scalar_to_list(conv_op, s) for s in per_stage(strides, n_stages, "strides")]
         residual = n_blocks_per_stage is not None
         counts = per_stage(n_blocks_per_stage if residual else n_conv_per_stage, n_stages,
