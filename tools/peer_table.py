@@ -7,7 +7,7 @@ SGD step (nnU-Net's: lr 1e-2, momentum 0.99, Nesterov), batch 1, float32 on CPU.
 in turn (round robin, after one warm-up step each) so that load from other processes hits them alike; the
 median over the rounds is reported.
 
-    PYTHONPATH=. python tools/peer_table.py [--patch 16 32 32] [--rounds 3] [--threads 2]
+    PYTHONPATH=. python tools/peer_table.py [--patch 8 32 32] [--rounds 3] [--threads 2]
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def training_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patch", type=int, nargs=3, default=[16, 32, 32])
+    parser.add_argument("--patch", type=int, nargs=3, default=[8, 32, 32])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -70,7 +70,7 @@ def main() -> None:
     x = torch.randn(1, 1, *args.patch)
     times: dict[str, list[float]] = {n: [] for n in nets}
     for n in nets:  # warm-up
-        training_step(nets[n], opts[n], x)
+        print(f"warm-up: {n} {training_step(nets[n], opts[n], x):.2f} s", file=sys.stderr, flush=True)
     for r in range(args.rounds):
         for n in nets:
             times[n].append(training_step(nets[n], opts[n], x))
