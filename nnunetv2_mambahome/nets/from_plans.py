@@ -19,6 +19,8 @@ _PASS_THROUGH = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "s
                  "n_blocks_per_stage", "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs",
                  "dropout_op", "dropout_op_kwargs", "nonlin", "nonlin_kwargs")
 _SUPPORTED = ("PlainConvUNet", "ResidualEncoderUNet", "MambaHoMEUNet")
+# keys our own plans may add to arch_kwargs; not conv-encoder settings
+_EXTENSIONS = ("mamba_home", "scan_backend", "force_fp32", "deep_supervision")
 
 
 class PlansNotSupportedError(ValueError):
@@ -35,12 +37,16 @@ def check_patch_size(patch_size, strides) -> None:
                                      f"{total.tolist()}; use e.g. {fit}")
 
 
-def mamba_home_unet_kwargs(arch_class_name: str, arch_kwargs: Mapping[str, Any], req_import,
-                           preset: str) -> dict[str, Any]:
-    """Translate a plans architecture entry into MambaHoMEUNet keyword arguments."""
+def conv_plan_kwargs(arch_class_name: str, arch_kwargs: Mapping[str, Any], req_import,
+                     network: str = "Mamba-HoME") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a plans architecture entry into (conv-encoder kwargs with imports resolved, package extensions).
+
+    The conv kwargs are the keys `PlansEncoder`/`UNetDecoder` understand; the extensions are the keys our own
+    plans may add (`mamba_home`, `scan_backend`, ...). Anything else raises PlansNotSupportedError naming `network`.
+    """
     short = arch_class_name.rsplit(".", 1)[-1]
     if short not in _SUPPORTED:
-        raise PlansNotSupportedError(f"plans architecture {arch_class_name!r} is not supported by the Mamba-HoME "
+        raise PlansNotSupportedError(f"plans architecture {arch_class_name!r} is not supported by the {network} "
                                      f"trainers; supported: {_SUPPORTED} (nnU-Net default or ResEnc plans)")
     kwargs = dict(arch_kwargs)
     for key in req_import:
@@ -57,13 +63,26 @@ def mamba_home_unet_kwargs(arch_class_name: str, arch_kwargs: Mapping[str, Any],
     for key in ("bottleneck_channels", "stem_channels"):
         if kwargs.pop(key, None) not in (None, kwargs.get("features_per_stage", [None])[0]):
             raise PlansNotSupportedError(f"plans key {key} is not supported")
-    mamba_home = {"preset": preset, **dict(kwargs.pop("mamba_home", None) or {})}
-    for key in ("scan_backend", "force_fp32", "deep_supervision"):
-        kwargs.pop(key, None)
+    extensions = {key: kwargs.pop(key) for key in _EXTENSIONS if key in kwargs}
     unknown = sorted(set(kwargs) - set(_PASS_THROUGH))
     if unknown:
         raise PlansNotSupportedError(f"unsupported plans arch_kwargs {unknown} for {arch_class_name}")
-    return {**kwargs, "mamba_home": mamba_home}
+    return kwargs, extensions
+
+
+def mamba_home_unet_kwargs(arch_class_name: str, arch_kwargs: Mapping[str, Any], req_import,
+                           preset: str) -> dict[str, Any]:
+    """Translate a plans architecture entry into MambaHoMEUNet keyword arguments."""
+    kwargs, extensions = conv_plan_kwargs(arch_class_name, arch_kwargs, req_import)
+    return {**kwargs, "mamba_home": {"preset": preset, **dict(extensions.get("mamba_home") or {})}}
+
+
+def check_3d_configuration(configuration_manager, strides, network: str) -> None:
+    """3D patch divisible by the total stride, or PlansNotSupportedError before any training starts."""
+    if len(configuration_manager.patch_size) != 3:
+        raise PlansNotSupportedError(f"{network} is 3D only; this configuration has a {len(configuration_manager.patch_size)}D "
+                                     "patch: train a 3d configuration (3d_fullres, 3d_lowres)")
+    check_patch_size(configuration_manager.patch_size, strides)
 
 
 def build_from_configuration(configuration_manager, num_input_channels: int, num_output_channels: int,
@@ -73,10 +92,7 @@ def build_from_configuration(configuration_manager, num_input_channels: int, num
     kwargs = mamba_home_unet_kwargs(configuration_manager.network_arch_class_name,
                                     configuration_manager.network_arch_init_kwargs,
                                     configuration_manager.network_arch_init_kwargs_req_import, preset)
-    if len(configuration_manager.patch_size) != 3:
-        raise PlansNotSupportedError(f"MambaHoMEUNet is 3D only; this configuration has a {len(configuration_manager.patch_size)}D "
-                                     "patch: train a 3d configuration (3d_fullres, 3d_lowres)")
-    check_patch_size(configuration_manager.patch_size, kwargs["strides"])
+    check_3d_configuration(configuration_manager, kwargs["strides"], "MambaHoMEUNet")
     network = MambaHoMEUNet(input_channels=num_input_channels, num_classes=num_output_channels,
                             deep_supervision=deep_supervision, force_fp32=force_fp32, scan_backend=scan_backend,
                             **kwargs)

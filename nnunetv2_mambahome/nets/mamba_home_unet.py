@@ -14,29 +14,24 @@ from typing import Any, List, Mapping, Optional, Sequence, Type, Union
 import numpy as np
 import torch
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
-from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim, maybe_convert_scalar_to_list
-from dynamic_network_architectures.building_blocks.residual import StackedResidualBlocks
-from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
 from ..modules import MambaHoMEBlock
 from ..precision import float32_region
+from .plans_encoder import IntOrSeq, PlansEncoder
 from .stage_rule import MambaHoMERule, StageConfig
 
-IntOrSeq = Union[int, Sequence[int]]
+
+def instance_norm_for(conv_op: Type[nn.Module]) -> Type[nn.Module]:
+    """InstanceNorm of conv_op's dimensionality (the GSC's norm, as in the reference)."""
+    return {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[convert_conv_op_to_dim(conv_op)]
 
 
-def _per_stage(value: Union[int, Sequence], n_stages: int, name: str) -> list:
-    values = [value] * n_stages if isinstance(value, int) else list(value)
-    if len(values) != n_stages:
-        raise ValueError(f"{name} must have one entry per stage ({n_stages}), got {values}")
-    return values
-
-
-class MambaHoMEEncoder(nn.Module):
-    """Conv stages (plain or residual) with Mamba-HoME blocks; exposes what nnU-Net's UNetDecoder reads."""
+class MambaHoMEEncoder(PlansEncoder):
+    """The plan's conv stages, each chosen by the stage rule followed by a Mamba-HoME block."""
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[nn.Module],
                  kernel_sizes: Sequence, strides: Sequence, n_conv_per_stage: Optional[IntOrSeq],
@@ -44,62 +39,25 @@ class MambaHoMEEncoder(nn.Module):
                  conv_bias: bool, norm_op: Optional[Type[nn.Module]], norm_op_kwargs: Optional[dict],
                  dropout_op: Optional[Type[nn.Module]], dropout_op_kwargs: Optional[dict],
                  nonlin: Optional[Type[nn.Module]], nonlin_kwargs: Optional[dict], scan_backend: Optional[str]):
-        super().__init__()
-        features = _per_stage(features_per_stage, n_stages, "features_per_stage")
-        kernel_sizes = [maybe_convert_scalar_to_list(conv_op, k) for k in _per_stage(kernel_sizes, n_stages, "kernel_sizes")]
-        strides = [maybe_convert_scalar_to_list(conv_op, s) for s in _per_stage(strides, n_stages, "strides")]
-        residual = n_blocks_per_stage is not None
-        counts = _per_stage(n_blocks_per_stage if residual else n_conv_per_stage, n_stages,
-                            "n_blocks_per_stage" if residual else "n_conv_per_stage")
-        common = dict(conv_bias=conv_bias, norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, dropout_op=dropout_op,
-                      dropout_op_kwargs=dropout_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs)
-        # ResEnc plans start with a one-conv stem, as dynamic-network-architectures' ResidualEncoder does
-        self.stem = StackedConvBlocks(1, conv_op, input_channels, features[0], kernel_sizes[0], 1, **common) \
-            if residual else None
-        in_ch = features[0] if residual else input_channels
-        stages = []
-        for s in range(n_stages):
-            if residual:
-                conv = StackedResidualBlocks(counts[s], conv_op, in_ch, features[s], kernel_sizes[s], strides[s], **common)
-            else:
-                conv = StackedConvBlocks(counts[s], conv_op, in_ch, features[s], kernel_sizes[s], strides[s], **common)
+        def home_block(s: int, channels: int) -> Optional[MambaHoMEBlock]:
             cfg = stage_configs[s]
             if cfg is None:
-                stages.append(nn.Sequential(conv))
-            else:
-                stages.append(nn.Sequential(conv, MambaHoMEBlock(
-                    features[s], cfg.depth, cfg.group_size, cfg.num_experts, cfg.slots_per_expert,
-                    cfg.num_experts_second, cfg.expert_mult, cfg.d_state, cfg.d_conv, cfg.expand,
-                    cfg.home_out_linear, conv_op=conv_op, norm_op=_instance_norm_for(conv_op),
-                    scan_backend=scan_backend)))
-            in_ch = features[s]
-        self.stages = nn.ModuleList(stages)
-        self.stage_configs = list(stage_configs)
-        # attributes read by UNetDecoder
-        self.output_channels, self.strides, self.kernel_sizes = features, strides, kernel_sizes
-        self.conv_op, self.conv_bias = conv_op, conv_bias
-        self.norm_op, self.norm_op_kwargs = norm_op, norm_op_kwargs
-        self.dropout_op, self.dropout_op_kwargs = dropout_op, dropout_op_kwargs
-        self.nonlin, self.nonlin_kwargs = nonlin, nonlin_kwargs
-        self.return_skips = True
+                return None
+            return MambaHoMEBlock(channels, cfg.depth, cfg.group_size, cfg.num_experts, cfg.slots_per_expert,
+                                  cfg.num_experts_second, cfg.expert_mult, cfg.d_state, cfg.d_conv, cfg.expand,
+                                  cfg.home_out_linear, conv_op=conv_op, norm_op=instance_norm_for(conv_op),
+                                  scan_backend=scan_backend)
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        if self.stem is not None:
-            x = self.stem(x)
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
+        super().__init__(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
+                         n_conv_per_stage, n_blocks_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
+                         dropout_op_kwargs, nonlin, nonlin_kwargs, stage_extra=home_block)
+        self.stage_configs = list(stage_configs)
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
         """Feature-map elements (nnU-Net's VRAM proxy), including an estimate for the token path."""
-        total = np.int64(0)
+        total = super().compute_conv_feature_map_size(input_size)
         size = list(input_size)
-        if self.stem is not None:
-            total += self.stem.compute_conv_feature_map_size(size)
-        for stage, stride, cfg, c in zip(self.stages, self.strides, self.stage_configs, self.output_channels):
-            total += stage[0].compute_conv_feature_map_size(size)
+        for stride, cfg, c in zip(self.strides, self.stage_configs, self.output_channels):
             size = [i // j for i, j in zip(size, stride)]
             if cfg is not None:
                 tokens = int(np.prod(size, dtype=np.int64))
@@ -108,10 +66,6 @@ class MambaHoMEEncoder(nn.Module):
                 per_token = 8 * c + cfg.depth * ((2 + 4 * cfg.expand) * c + 6 * c + 2 * slots)
                 total += np.int64(tokens) * per_token
         return total
-
-
-def _instance_norm_for(conv_op: Type[nn.Module]) -> Type[nn.Module]:
-    return {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[convert_conv_op_to_dim(conv_op)]
 
 
 class MambaHoMEUNet(AbstractDynamicNetworkArchitectures):

@@ -116,7 +116,7 @@ class nnUNetTrainerMambaHoMEPaper_smoke(nnUNetTrainerMambaHoMEPaper, nnUNetTrain
 
 
 # nnU-Net-style short schedules (the cosine spans the shortened run): nnUNetTrainerMambaHoMEPaper_5epochs, ...
-_VARIANTS = {f"nnUNetTrainerMambaHoMEPaper_{n}epochs": _epochs_variant(nnUNetTrainerMambaHoMEPaper, n, __name__)
+_VARIANTS = {f"nnUNetTrainerMambaHoMEPaper_{n}epochs": _epochs_variant(nnUNetTrainerMambaHoMEPaper, n)
              for n in (1, 5, 10, 50, 100, 250)}
 globals().update(_VARIANTS)
 

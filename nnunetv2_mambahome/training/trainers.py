@@ -64,8 +64,8 @@ class nnUNetTrainerMambaHoMELarge(nnUNetTrainerMambaHoME):
     mamba_home_preset = "large"
 
 
-def _epochs_variant(base: type, epochs: int, module: str = __name__) -> type:
-    """`base` with num_epochs = `epochs`, named nnU-Net style (`<base>_<epochs>epochs`), defined in `module`."""
+def _epochs_variant(base: type, epochs: int) -> type:
+    """`base` with num_epochs = `epochs`, named nnU-Net style (`<base>_<epochs>epochs`)."""
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         base.__init__(self, plans, configuration, fold, dataset_json, device)
@@ -73,28 +73,32 @@ def _epochs_variant(base: type, epochs: int, module: str = __name__) -> type:
 
     name = f"{base.__name__}_{epochs}epochs"
     return type(name, (base,), {"__init__": __init__, "__doc__": f"{base.__name__} for {epochs} epochs.",
-                                "__module__": module})
+                                "__module__": base.__module__})
 
 
-def _short_schedule(name: str, base: type, epochs: int, iterations: int, val_iterations: int, doc: str) -> type:
-    """A `base` trainer with a fixed short schedule and no mirroring (train-time or test-time)."""
+def _short_schedule(base: type, suffix: str, epochs: int, iterations: int, val_iterations: int, doc: str) -> type:
+    """`<base>_<suffix>`: a fixed short schedule without mirroring (train-time or test-time)."""
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        super(cls, self).__init__(plans, configuration, fold, dataset_json, device)
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
         self.num_epochs = epochs
         self.num_iterations_per_epoch = iterations
         self.num_val_iterations_per_epoch = val_iterations
 
-    cls = type(name, (base, nnUNetTrainerNoMirroring), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
-    return cls
+    return type(f"{base.__name__}_{suffix}", (base, nnUNetTrainerNoMirroring),
+                {"__init__": __init__, "__doc__": f"{base.__name__}: {doc}", "__module__": base.__module__})
 
 
-nnUNetTrainerMambaHoMELight_smoke = _short_schedule(
-    "nnUNetTrainerMambaHoMELight_smoke", nnUNetTrainerMambaHoMELight, 2, 3, 1,
-    "Seconds-long CPU smoke run for tests: 2 epochs x 3 iterations, 1 validation iteration, no mirroring.")
+def _smoke_variant(base: type) -> type:
+    """`<base>_smoke`: seconds-long CPU run for tests."""
+    return _short_schedule(base, "smoke", 2, 3, 1, "2 epochs x 3 iterations, 1 validation iteration, no mirroring "
+                                                   "(CPU smoke tests).")
+
+
+nnUNetTrainerMambaHoMELight_smoke = _smoke_variant(nnUNetTrainerMambaHoMELight)
 nnUNetTrainerMambaHoMELight_demo = _short_schedule(
-    "nnUNetTrainerMambaHoMELight_demo", nnUNetTrainerMambaHoMELight, 10, 20, 4,
-    "The README demo's short CPU schedule: 10 epochs x 20 iterations, no mirroring.")
+    nnUNetTrainerMambaHoMELight, "demo", 10, 20, 4, "the README demo's short CPU schedule, 10 epochs x 20 "
+                                                    "iterations, no mirroring.")
 
 
 # nnU-Net-style short schedules: nnUNetTrainerMambaHoME_5epochs, ..._noAMP_..., Light_...
