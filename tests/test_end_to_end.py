@@ -123,3 +123,18 @@ def test_paper_trainer_trains_and_predicts(prepared) -> None:
     log, pred = _train_and_predict(prepared, "nnUNetTrainerMambaHoMEPaper_smoke", "3d_fullres_p16")
     assert "MambaHoMEPaperNet" in log and "AdamW" in log
     _check_predictions(raw, pred)
+
+
+PEER_SMOKE = ["nnUNetTrainerUMambaBot_smoke", "nnUNetTrainerUMambaEnc_smoke", "nnUNetTrainerTamingSegMamba_smoke",
+              "nnUNetTrainerBiSegMamba_smoke", "nnUNetTrainerMultiSegMamba_smoke", "nnUNetTrainerSegMambaSkip_smoke",
+              "nnUNetTrainerSegMamba_smoke"]
+
+
+@pytest.mark.parametrize("trainer", PEER_SMOKE)
+def test_peer_trainer_trains_and_predicts(prepared, trainer) -> None:
+    """Each peer architecture goes through nnUNetv2_train and nnUNetv2_predict (2 epochs x 3 iterations)."""
+    root, raw, _ = prepared
+    _, pred = _train_and_predict(prepared, trainer)
+    model_dir = next((root / "res").glob(f"Dataset{DATASET_ID}_*")) / f"{trainer}__nnUNetPlans__3d_fullres"
+    assert (model_dir / "fold_0" / "checkpoint_final.pth").is_file()
+    _check_predictions(raw, pred)
