@@ -16,6 +16,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ..nets.peer_unets import (BiSegMambaUNet, MultiSegMambaUNet, PeerMambaUNet, SegMambaSkipUNet, SegMambaUNet,
                                TamingSegMambaUNet, UMambaBotUNet, UMambaEncUNet, build_peer_network)
+from .cpu_threads import apply_training_cpu_threads
 from .trainers import _epochs_variant, _smoke_variant
 
 
@@ -36,6 +37,7 @@ class PeerMambaTrainer(nnUNetTrainer):
 
     def initialize(self) -> None:
         super().initialize()
+        apply_training_cpu_threads(self.device)
         n_params = sum(p.numel() for p in self.network.parameters())
         self.print_to_log_file(f"{self.network_class.__name__}, {n_params / 1e6:.2f}M parameters, Mamba layers "
                                "float32, rest autocast; torch.compile off")
