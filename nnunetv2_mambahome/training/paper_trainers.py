@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import nnUNetTrainerNoMirroring
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
 from ..nets.from_plans import PlansNotSupportedError
 from ..nets.paper_net import SIZE_MULTIPLE, MambaHoMEPaperNet, nearest_fitting_sizes
-from .cpu_threads import apply_training_cpu_threads
+from .base import MambaTrainerBase
 from .cosine_lr import CosineAnnealingScheduler
 from .pretrained import install_official_checkpoint_support
 from .trainers import _epochs_variant
@@ -40,7 +39,7 @@ def check_paper_patch_size(patch_size: Sequence[int], configuration_name: str = 
             f"then train and predict with configuration {name}_p16 (see docs/paper_trainer.md)")
 
 
-class nnUNetTrainerMambaHoMEPaper(nnUNetTrainer):
+class nnUNetTrainerMambaHoMEPaper(MambaTrainerBase):
     """MambaHoMEPaperNet (the official network) with the paper's recipe; see the module docstring."""
 
     # Architecture arguments of MambaHoMEPaperNet besides in_chans/out_chans (default: the paper's).
@@ -83,16 +82,9 @@ class nnUNetTrainerMambaHoMEPaper(nnUNetTrainer):
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """The paper net has no deep-supervision heads; nnU-Net's toggling is a no-op here."""
 
-    def _do_i_compile(self) -> bool:
-        return False
-
-    def initialize(self) -> None:
-        super().initialize()
-        apply_training_cpu_threads(self.device)
-        n_params = sum(p.numel() for p in self.network.parameters())
-        self.print_to_log_file(f"MambaHoMEPaperNet {n_params:,} parameters; AdamW lr {self.initial_lr}, "
-                               f"wd {self.weight_decay}, eps {self.adam_eps}, cosine over {self.num_epochs} "
-                               "epochs, fp32, no deep supervision, no gradient clipping, torch.compile off")
+    def describe(self) -> str:
+        return (f"MambaHoMEPaperNet; AdamW lr {self.initial_lr}, wd {self.weight_decay}, eps {self.adam_eps}, cosine "
+                f"over {self.num_epochs} epochs, fp32, no deep supervision, no gradient clipping")
 
 
 # A tiny network for seconds-long CPU runs of the nnU-Net commands (the fixture's "net" configuration).

@@ -9,18 +9,17 @@ cosine annealing to 5e-6 over the run). `_smoke` variants are seconds-long CPU r
 from __future__ import annotations
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ..nets.peer_unets import (BiSegMambaUNet, MultiSegMambaUNet, PeerMambaUNet, SegMambaSkipUNet, SegMambaUNet,
                                TamingSegMambaUNet, UMambaBotUNet, UMambaEncUNet, build_peer_network)
-from .cpu_threads import apply_training_cpu_threads
+from .base import MambaTrainerBase
 from .trainers import _epochs_variant, _smoke_variant
 
 
-class PeerMambaTrainer(nnUNetTrainer):
+class PeerMambaTrainer(MambaTrainerBase):
     """Base: builds `network_class` from the plans; not a trainer to run by itself."""
 
     network_class: type[PeerMambaUNet]
@@ -32,15 +31,8 @@ class PeerMambaTrainer(nnUNetTrainer):
         return build_peer_network(cls.network_class, configuration_manager, num_input_channels, num_output_channels,
                                   enable_deep_supervision)
 
-    def _do_i_compile(self) -> bool:
-        return False
-
-    def initialize(self) -> None:
-        super().initialize()
-        apply_training_cpu_threads(self.device)
-        n_params = sum(p.numel() for p in self.network.parameters())
-        self.print_to_log_file(f"{self.network_class.__name__}, {n_params / 1e6:.2f}M parameters, Mamba layers "
-                               "float32, rest autocast; torch.compile off")
+    def describe(self) -> str:
+        return f"{self.network_class.__name__}, Mamba layers float32, rest autocast"
 
 
 class nnUNetTrainerUMambaBot(PeerMambaTrainer):

@@ -9,16 +9,15 @@ Dynamo and the chunked torch scan's Python loops compile slowly for no gain.
 from __future__ import annotations
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import nnUNetTrainerNoMirroring
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
 from ..nets.from_plans import build_from_configuration
-from .cpu_threads import apply_training_cpu_threads
+from .base import MambaTrainerBase
 
 
-class nnUNetTrainerMambaHoME(nnUNetTrainer):
+class nnUNetTrainerMambaHoME(MambaTrainerBase):
     """MambaHoMEUNet (paper preset) with nnU-Net's default recipe."""
 
     mamba_home_preset: str = "paper"
@@ -32,18 +31,14 @@ class nnUNetTrainerMambaHoME(nnUNetTrainer):
                                         enable_deep_supervision, preset=cls.mamba_home_preset,
                                         force_fp32=cls.force_fp32)
 
-    def _do_i_compile(self) -> bool:
-        return False
+    def describe(self) -> str:
+        return (f"Mamba-HoME preset '{self.mamba_home_preset}', token path float32, rest "
+                f"{'float32' if self.force_fp32 else 'autocast'}")
 
     def initialize(self) -> None:
         super().initialize()
         if self.force_fp32:
             self.grad_scaler = None
-        threads = apply_training_cpu_threads(self.device)
-        n_params = sum(p.numel() for p in self.network.parameters())
-        self.print_to_log_file(f"Mamba-HoME preset '{self.mamba_home_preset}', {n_params / 1e6:.2f}M parameters, "
-                               f"token path float32, rest {'float32' if self.force_fp32 else 'autocast'}; "
-                               f"torch.compile off" + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
 
 
 class nnUNetTrainerMambaHoME_noAMP(nnUNetTrainerMambaHoME):

@@ -68,8 +68,8 @@ def main() -> None:
                     m.register_forward_pre_hook(lambda mod, inp, label=label: events.__setitem__(
                         (label, id(mod)), [torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)]) or events[(label, id(mod))][0].record())
                     m.register_forward_hook(lambda mod, inp, out, label=label: events[(label, id(mod))][1].record())
-        with torch.autocast("cuda", dtype=torch.float16):
-            out = net(x)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+            net(x)
         torch.cuda.synchronize()
         for (label, _), (a, b) in events.items():
             acc[label] += a.elapsed_time(b)
