@@ -1,21 +1,76 @@
-"""Precision policy: the token path (DyT, Mamba, HoME) runs in float32 even inside nnU-Net's fp16 autocast.
+"""Precision policy of the token path (DyT, Mamba, HoME) inside nnU-Net's fp16 autocast.
 
-nnU-Net trains and predicts under fp16 autocast. A selective scan accumulating exp(delta*A) products over
-10^5 tokens, and routing softmaxes over logits of size ~d (up to several hundred), are exactly where fp16
-overflows or loses the small differences that decide routing; other Mamba plugins report NaN losses there.
-The token path is cheap next to the 3D convolutions (which stay in autocast), so we simply turn autocast
-off around it and compute in float32.
+nnU-Net trains and predicts under fp16 autocast. fp16's range (max 65504) is what breaks other Mamba
+plugins: a selective scan multiplying exp(delta*A) factors over 10^5 tokens, or routing logits over
+hundreds of channels, overflow or underflow there and the loss turns NaN. The token path therefore never
+runs under fp16. Inside `token_region` autocast is off and the token path computes explicitly in one
+*token dtype*:
+
+- bfloat16 when autocast is on and the device supports it (float32's exponent range, so nothing overflows;
+  half the memory traffic of float32). What decides stability stays float32: the residual stream between
+  token layers, the scan's state recurrence and its softplus(delta) (inside mamba-ssm's kernels, or upcast
+  in the torch backend), and HoME's routing (slot embeddings, logits, softmaxes, gates, level 2).
+- float32 otherwise: outside autocast (CPU training, the `_noAMP` trainers, the reference fixtures), on
+  devices without bfloat16, or when NNUNETV2_MAMBAHOME_TOKEN_DTYPE=float32 asks for it.
+
+Regions nest: an inner region keeps the dtype the outermost one chose, so a block, its layers and their
+mixers agree. `float32_region` is the same with float32 forced (whole-network fp32, the peers' layers).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import contextvars
+import os
+from typing import Iterator, Optional
 
 import torch
+
+TOKEN_DTYPE_ENV = "NNUNETV2_MAMBAHOME_TOKEN_DTYPE"
+_CHOICES = {"auto": None, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_active_dtype: contextvars.ContextVar[Optional[torch.dtype]] = contextvars.ContextVar("token_dtype", default=None)
+
+
+def bfloat16_supported(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 matmuls natively (CUDA: compute capability >= 8.0; CPU: always)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu"
+
+
+def token_dtype(device: torch.device) -> torch.dtype:
+    """The dtype a token path entered now on `device` computes in (see the module docstring)."""
+    active = _active_dtype.get()
+    if active is not None:
+        return active
+    if not torch.is_autocast_enabled(device.type):
+        return torch.float32
+    choice = os.environ.get(TOKEN_DTYPE_ENV, "auto").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ValueError(f"{TOKEN_DTYPE_ENV}={choice!r}: use one of {sorted(_CHOICES)}")
+    wanted = _CHOICES[choice]
+    if wanted == torch.float32:
+        return torch.float32
+    if bfloat16_supported(device):
+        return torch.bfloat16
+    if wanted == torch.bfloat16:
+        raise RuntimeError(f"{TOKEN_DTYPE_ENV}=bfloat16 but {device} has no native bfloat16; use auto or float32")
+    return torch.float32
+
+
+@contextlib.contextmanager
+def token_region(device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[torch.dtype]:
+    """Autocast off for `device` inside; yields the token dtype (`dtype` forces one for this region)."""
+    dtype = dtype or token_dtype(device)
+    reset = _active_dtype.set(dtype)
+    try:
+        with torch.autocast(device_type=device.type, enabled=False):
+            yield dtype
+    finally:
+        _active_dtype.reset(reset)
 
 
 @contextlib.contextmanager
 def float32_region(device: torch.device) -> Iterator[None]:
-    """Disable autocast for `device`'s type inside the block; callers cast their inputs with `.float()`."""
-    with torch.autocast(device_type=device.type, enabled=False):
+    """Everything inside, token path included, in float32; callers cast their inputs with `.float()`."""
+    with token_region(device, torch.float32):
         yield

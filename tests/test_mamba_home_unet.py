@@ -105,7 +105,7 @@ def test_mamba_home_overrides_from_plans_arch_kwargs() -> None:
 
 
 def test_precision_policy_no_nan_under_autocast() -> None:
-    """200 SGD steps under bf16 autocast (CPU's autocast dtype) stay finite; the token path is float32."""
+    """200 SGD steps under bf16 autocast (CPU's autocast dtype) stay finite and learn."""
     torch.manual_seed(0)
     arch = _small(plain_arch([8, 16, 32], [[3, 3, 3]] * 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]]), width=4)
     net = build_from_configuration(configuration(plans([16, 16, 16], arch)), 1, 2, True, preset="light")

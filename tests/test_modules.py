@@ -1,4 +1,4 @@
-"""Module-level behaviour: mamba-ssm parameter layout, the block, and the float32 precision policy."""
+"""Module-level behaviour: mamba-ssm parameter layout, the block, and the token path's precision policy."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nnunetv2_mambahome.modules import HoME, MambaHoMEBlock, MambaMixer
+from nnunetv2_mambahome.precision import TOKEN_DTYPE_ENV, float32_region, token_dtype, token_region
 
 
 def test_mixer_parameters_match_mamba_ssm_layout() -> None:
@@ -61,15 +62,71 @@ def test_batch_items_are_independent() -> None:
     torch.testing.assert_close(full[1:2], single, rtol=1e-5, atol=1e-5)
 
 
-def test_token_path_stays_float32_under_autocast() -> None:
+@pytest.mark.parametrize("autocast_dtype", [torch.float16, torch.bfloat16])
+def test_token_path_computes_in_bfloat16_under_autocast_with_float32_routing(monkeypatch, autocast_dtype) -> None:
+    """Under autocast (nnU-Net's is float16) the token layers compute in bfloat16, never float16, close to
+    float32; their routing in float32."""
+    monkeypatch.delenv(TOKEN_DTYPE_ENV, raising=False)
+    torch.manual_seed(0)
+    home, mixer = HoME(16, group_size=8, num_experts=2), MambaMixer(16)
+    x = torch.randn(2, 20, 16)
+    routing_inputs = []
+    home.slot_proj.register_forward_hook(lambda m, args, out: routing_inputs.append(args[0].dtype))
+    home.level2.experts.register_forward_hook(lambda m, args, out: routing_inputs.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        y, m = home(x), mixer(x)
+    assert y.dtype == torch.bfloat16 and m.dtype == torch.bfloat16
+    assert routing_inputs == [torch.float32, torch.float32]
+    for low, ref in ((y, home(x)), (m, mixer(x))):
+        assert ref.dtype == torch.float32
+        assert (low.float() - ref).norm() / ref.norm() < 3e-2  # bfloat16 has 8 bits of mantissa
+
+
+def test_token_dtype_env_forces_float32(monkeypatch) -> None:
     torch.manual_seed(0)
     home = HoME(16, group_size=8, num_experts=2)
     x = torch.randn(2, 20, 16)
+    monkeypatch.setenv(TOKEN_DTYPE_ENV, "float32")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = home(x)
-        m = MambaMixer(16)(x)
-    assert y.dtype == torch.float32 and m.dtype == torch.float32
+    assert y.dtype == torch.float32
     torch.testing.assert_close(y, home(x))
+    monkeypatch.setenv(TOKEN_DTYPE_ENV, "fp8")
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match=TOKEN_DTYPE_ENV):
+        home(x)
+
+
+def test_regions_nest_and_float32_region_wins() -> None:
+    device = torch.device("cpu")
+    assert token_dtype(device) == torch.float32  # no autocast: float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with token_region(device) as outer:
+            assert outer == torch.bfloat16 and not torch.is_autocast_enabled("cpu")
+            with token_region(device) as inner:
+                assert inner == torch.bfloat16  # inner regions keep the outer choice
+            with float32_region(device):
+                assert token_dtype(device) == torch.float32
+            assert token_dtype(device) == torch.bfloat16
+        assert token_dtype(device) == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+
+
+def test_block_keeps_a_float32_residual_stream_and_returns_the_gsc_dtype(monkeypatch) -> None:
+    monkeypatch.delenv(TOKEN_DTYPE_ENV, raising=False)
+    torch.manual_seed(0)
+    block = MambaHoMEBlock(8, depth=1, group_size=16, num_experts=2)
+    stream, mixer_inputs, gsc_out = [], [], []
+    block.home_layers[0].register_forward_hook(lambda m, args, out: stream.append((args[0].dtype, out.dtype)))
+    block.mamba_layers[0].mixer.register_forward_hook(lambda m, args, out: mixer_inputs.append(args[0].dtype))
+    block.gsc.register_forward_hook(lambda m, args, out: gsc_out.append(out.dtype))
+    x = torch.randn(2, 8, 4, 6, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = block(x)
+    assert stream == [(torch.float32, torch.float32)] and mixer_inputs == [torch.bfloat16]
+    assert y.dtype == gsc_out[0] and y.is_contiguous() and y.shape == x.shape
+    y.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in block.parameters())
+    ref = block(x)
+    assert (y.float() - ref).norm() / ref.norm() < 3e-2
 
 
 def test_home_rejects_bad_settings() -> None:

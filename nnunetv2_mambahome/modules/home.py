@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..precision import float32_region
+from ..precision import float32_region, token_region
 from .dynamic_slots_soft_moe import DynamicSlotsSoftMoE
 from .geglu_experts import GEGLUExperts
 from .rms_norm import RMSNorm
@@ -29,7 +29,7 @@ class HoME(nn.Module):
     (default 2E), mixing information across groups. Outputs return to tokens through C.
 
     Semantics follow the official `HierarchicalDynamicSlotsSoftMoE` exactly (tested on its golden outputs).
-    Runs in float32 inside autocast (see `precision`).
+    Input, routing, slots and experts are float32, the output has the token dtype (see `precision`).
     """
 
     def __init__(self, dim: int, group_size: int, num_experts: int, slots_per_expert: int = 4,
@@ -52,25 +52,42 @@ class HoME(nn.Module):
         self.level2 = DynamicSlotsSoftMoE(dim, num_experts_second or 2 * num_experts, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with float32_region(x.device):
-            return self._forward(x.float())
+        with token_region(x.device) as dtype:
+            return self._forward(x, dtype)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        """Everything up to the slot outputs in float32, the token-sized product back to tokens in out_dtype.
+
+        Both routing levels use un-tempered logits of size up to ~d, so HoME amplifies rounding of its input
+        many-fold (bfloat16 inputs gave ~10% output differences at d=320): its input, routing, slots and
+        experts stay float32 (slots are few: G*M for N tokens). Only the last token-sized product, slot
+        outputs -> tokens, runs in the token dtype.
+        """
         b, n, d = x.shape
         k, e, s = self.group_size, self.num_experts, self.slots_per_expert
-        x = F.pad(x, (0, 0, 0, (-n) % k))  # pads are zero: zero slot mass, uniform routing, sliced off below
+        if n % k:  # pads are zero: zero slot mass, uniform routing, sliced off below
+            x = F.pad(x, (0, 0, 0, (-n) % k))
         g = x.shape[1] // k
-        tokens = x.view(b, g, k, d)
-        group_mean = tokens.mean(2)  # (b, g, d), includes the pads like the reference
-        slot_embeds = self.slot_norm(self.slot_proj(group_mean).view(b, g, e * s, d))  # slot m = e*S + s
-        combine = torch.einsum("bgkd,bgmd->bgkm", self.norm(tokens), slot_embeds).softmax(dim=-1)
-        slots = torch.einsum("bgkd,bgkm->bgmd", tokens, combine)  # sums, not averages, as the reference
-        expert_in = slots.view(b, g, e, s, d).permute(2, 0, 1, 3, 4)  # (e, b, g, s, d)
-        y = self.experts(expert_in) * self.expert_gates.view(e, 1, 1, 1, 1)
-        group_gate = torch.sigmoid(self.group_gate(group_mean)).clamp(0.01, 1.0)  # (b, g, 1)
-        y = y.permute(1, 2, 0, 3, 4).reshape(b, g, e * s, d) * group_gate[..., None]
-        y = self.level2(y.reshape(b, g * e * s, d)).view(b, g, e * s, d)
-        return torch.einsum("bgmd,bgkm->bgkd", y, combine).reshape(b, g * k, d)[:, :n]
+        with float32_region(x.device):
+            tokens = x.view(b, g, k, d).float()
+            group_mean = tokens.mean(2)  # (b, g, d), includes the pads like the reference
+            slot_embeds = self.slot_norm(self.slot_proj(group_mean).view(b, g, e * s, d))  # slot m = e*S + s
+            combine = self._routing_logits(tokens, slot_embeds).softmax(dim=-1)  # (b, g, k, m)
+            slots = torch.einsum("bgkd,bgkm->bgmd", tokens, combine)  # sums, not averages, as the reference
+            expert_in = slots.view(b, g, e, s, d).permute(2, 0, 1, 3, 4)  # (e, b, g, s, d)
+            y = self.experts(expert_in) * self.expert_gates.view(e, 1, 1, 1, 1)
+            group_gate = torch.sigmoid(self.group_gate(group_mean)).clamp(0.01, 1.0)  # (b, g, 1)
+            y = y.permute(1, 2, 0, 3, 4).reshape(b, g, e * s, d) * group_gate[..., None]
+            y = self.level2(y.reshape(b, g * e * s, d)).view(b, g, e * s, d)
+        out = torch.einsum("bgmd,bgkm->bgkd", y.to(out_dtype), combine.to(out_dtype)).reshape(b, g * k, d)
+        return out[:, :n] if out.shape[1] != n else out
+
+    def _routing_logits(self, tokens: torch.Tensor, slot_embeds: torch.Tensor) -> torch.Tensor:
+        """einsum(norm(tokens), slot_embeds) without materialising the normalised tokens: the RMSNorm's
+        gamma*sqrt(d) moves onto the few slot embeddings, its 1/||x|| onto the logits."""
+        inv_norm = tokens.norm(dim=-1, keepdim=True).clamp_min(self.norm.eps).reciprocal()
+        slot_embeds = slot_embeds * (self.norm.gamma * self.norm.scale)
+        return torch.einsum("bgkd,bgmd->bgkm", tokens, slot_embeds) * inv_norm
 
     def extra_repr(self) -> str:
         return (f"group_size={self.group_size}, num_experts={self.num_experts}, "

@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Optional, Type
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..precision import token_region
 from .dyt import DynamicTanh
 from .gsc import GatedSpatialConv
 from .home import HoME
@@ -13,7 +15,7 @@ from .mamba_mixer import MambaMixer
 
 
 class ResidualMambaLayer(nn.Module):
-    """x + Mamba(DyT(x)) on tokens (batch, L, d)."""
+    """x + Mamba(DyT(x)) on tokens (batch, L, d); DyT and Mamba in the token dtype, the sum in x's dtype."""
 
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  scan_backend: Optional[str] = None):
@@ -22,7 +24,8 @@ class ResidualMambaLayer(nn.Module):
         self.mixer = MambaMixer(dim, d_state=d_state, d_conv=d_conv, expand=expand, backend=scan_backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mixer(self.norm(x))
+        with token_region(x.device) as dtype:
+            return x + self.mixer(self.norm(x.to(dtype)))
 
 
 class ResidualHoMELayer(nn.Module):
@@ -30,6 +33,8 @@ class ResidualHoMELayer(nn.Module):
 
     `out_linear=True` (default) adds eq. 10's Linear(d, d); the released code has none (its parameter
     count, 170.13M, is 8 such Linears short of the paper's 170.5M). Set False to match the code exactly.
+    DyT and HoME's routing run in float32 (HoME amplifies input rounding, see `HoME._forward`), HoME's output
+    product and the Linear in the token dtype, the sum in x's dtype.
     """
 
     def __init__(self, dim: int, group_size: int, num_experts: int, slots_per_expert: int = 4,
@@ -40,15 +45,21 @@ class ResidualHoMELayer(nn.Module):
         self.out_linear = nn.Linear(dim, dim) if out_linear else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.out_linear(self.home(self.norm(x)))
+        with token_region(x.device) as dtype:
+            h = self.home(self.norm(x.float()))
+            if isinstance(self.out_linear, nn.Linear):
+                bias = self.out_linear.bias
+                h = F.linear(h, self.out_linear.weight.to(dtype), None if bias is None else bias.to(dtype))
+            return x + h
 
 
 class MambaHoMEBlock(nn.Module):
     """GSC on the feature map, then `depth` x (Mamba layer, HoME layer) on its raster token sequence.
 
     Input/output (batch, C, *spatial) for 2D or 3D (via `conv_op`/`norm_op`, used by the GSC). Tokens are
-    the feature map flattened with the last spatial axis fastest, as in the reference. The token path runs
-    in float32; the output has float32 dtype.
+    the feature map flattened with the last spatial axis fastest, as in the reference. The residual stream
+    of the token path is float32, its layers compute in the token dtype (`precision`); the output has the
+    GSC output's dtype (float16 under nnU-Net's autocast), in the standard contiguous layout.
     """
 
     def __init__(self, channels: int, depth: int, group_size: int, num_experts: int, slots_per_expert: int = 4,
@@ -69,7 +80,9 @@ class MambaHoMEBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.gsc(x)
         b, c, *spatial = x.shape
-        t = x.reshape(b, c, -1).transpose(1, 2).float()
-        for mamba_layer, home_layer in zip(self.mamba_layers, self.home_layers):
-            t = home_layer(mamba_layer(t))
-        return t.transpose(1, 2).reshape(b, c, *spatial)
+        with token_region(x.device):
+            # one transposing copy in and one out; every token layer then works on contiguous (b, L, c) memory
+            t = x.reshape(b, c, -1).transpose(1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+            for mamba_layer, home_layer in zip(self.mamba_layers, self.home_layers):
+                t = home_layer(mamba_layer(t))
+            return t.transpose(1, 2).to(x.dtype, memory_format=torch.contiguous_format).view(b, c, *spatial)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import mamba_inner, resolve_backend
-from ..precision import float32_region
+from ..precision import token_region
 
 
 class MambaMixer(nn.Module):
@@ -17,8 +17,9 @@ class MambaMixer(nn.Module):
 
     Parameters (`in_proj`, `conv1d`, `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj`) match mamba-ssm's
     `Mamba` one to one, so its state_dicts load unchanged. The scan runs on the backend chosen by
-    `ops.resolve_backend` (mamba-ssm kernels for CUDA tensors when installed, else pure PyTorch), always in
-    float32 (see `precision`). `backend=None` follows NNUNETV2_MAMBAHOME_SCAN / auto.
+    `ops.resolve_backend` (mamba-ssm kernels for CUDA tensors when installed, else pure PyTorch). Projections
+    run in the token dtype, the scan's recurrence in float32 (see `precision`); the output has the token
+    dtype. `backend=None` follows NNUNETV2_MAMBAHOME_SCAN / auto.
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
@@ -57,12 +58,18 @@ class MambaMixer(nn.Module):
         self.dt_proj.bias._no_reinit = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        with float32_region(hidden_states.device):
-            x = hidden_states.float()
-            xz = F.linear(x, self.in_proj.weight, self.in_proj.bias).transpose(1, 2)  # (b, 2*d_inner, L)
+        with token_region(hidden_states.device) as dtype:
+            x = hidden_states.to(dtype)
+            b, length, _ = x.shape
+            # in_proj as W @ x^T: (2*d_inner, b*L) viewed as (b, 2*d_inner, L) has L contiguous, the layout the
+            # scan kernels read, so no transposed copy of the widest activation is made (as in mamba-ssm)
+            xz = (self.in_proj.weight.to(dtype) @ x.reshape(b * length, -1).t()).view(-1, b, length).transpose(0, 1)
+            if self.in_proj.bias is not None:
+                xz = xz + self.in_proj.bias.to(dtype)[:, None]
+            out_bias = None if self.out_proj.bias is None else self.out_proj.bias.to(dtype)
             return mamba_inner(
-                xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
-                self.dt_proj.bias.float(), self.out_proj.weight, self.out_proj.bias,
+                xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight.to(dtype), self.dt_proj.weight.to(dtype),
+                self.dt_proj.bias.float(), self.out_proj.weight.to(dtype), out_bias,
                 -torch.exp(self.A_log.float()), self.D.float(), resolve_backend(x.device, self.backend),
             )
 

@@ -7,7 +7,10 @@ from torch import nn
 
 
 class RMSNorm(nn.Module):
-    """F.normalize(x, eps=1e-8) * sqrt(d) * gamma over the last dimension (no temperature, as the reference)."""
+    """F.normalize(x, eps=1e-8) * sqrt(d) * gamma over the last dimension (no temperature, as the reference).
+
+    Always computes and returns float32: its outputs are routing logits' operands (see `precision`).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-8):
         super().__init__()
@@ -16,4 +19,4 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=-1, eps=self.eps) * self.scale * self.gamma
+        return F.normalize(x.float(), dim=-1, eps=self.eps) * (self.gamma.float() * self.scale)

@@ -17,9 +17,12 @@ from .selective_scan_chunked import selective_scan_chunked
 
 
 def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """SiLU(causal depthwise conv) of x (batch, dim, L) with weight (dim, 1, width): output t sees inputs <= t."""
+    """SiLU(causal depthwise conv) of x (batch, dim, L) with weight (dim, 1, width): output t sees inputs <= t.
+
+    Computed in x's dtype (weight and bias are cast), like causal-conv1d's kernel with mixed types."""
     width = weight.shape[-1]
-    return F.silu(F.conv1d(x, weight, bias, padding=width - 1, groups=x.shape[1])[..., : x.shape[-1]])
+    bias = None if bias is None else bias.to(x.dtype)
+    return F.silu(F.conv1d(x, weight.to(x.dtype), bias, padding=width - 1, groups=x.shape[1])[..., : x.shape[-1]])
 
 
 def mamba_inner(
@@ -35,7 +38,11 @@ def mamba_inner(
     D: torch.Tensor,
     backend: str,
 ) -> torch.Tensor:
-    """Run the mixer body on `backend` ('cuda' or 'torch', already resolved)."""
+    """Run the mixer body on `backend` ('cuda' or 'torch', already resolved).
+
+    xz and the projection weights share one dtype (float32 or bfloat16); A, D and dt_proj_bias are float32.
+    The output has xz's dtype.
+    """
     if backend == "cuda":
         return _mamba_inner_cuda(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
                                  out_proj_weight, out_proj_bias, A, D)

@@ -3,7 +3,8 @@
 For every module fixture (outputs, input gradients, parameter gradients) on the `torch` and the `cuda` scan
 backend, prints the max abs difference and the README tolerance x 10 (the fixtures README expects GPU
 differences up to ~10x the CPU ones). Then MambaMixer forward/backward, cuda vs torch backend, at the
-sequence lengths MambaHoMEUNet produces. Exit code 1 if anything exceeds its tolerance.
+sequence lengths MambaHoMEUNet produces; then the Mamba and HoME layers under fp16 autocast (bfloat16 token
+path) vs float32 on both backends. Exit code 1 if anything exceeds its tolerance.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from conftest import TOLERANCES, fixture_kind, round_up_1sig  # noqa: E402
 
 from nnunetv2_mambahome.compat import convert_reference_state_dict, load_reference_module  # noqa: E402
-from nnunetv2_mambahome.modules import MambaMixer  # noqa: E402
+from nnunetv2_mambahome.modules import MambaMixer, ResidualHoMELayer, ResidualMambaLayer  # noqa: E402
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -70,6 +71,39 @@ for d_model, length in ((64, 262144), (128, 32768), (256, 4096), (320, 512), (32
     report(f"mixer d={d_model} L={length} output (rel)", rel(o_c, o_t), 1e-4)
     report(f"mixer d={d_model} L={length} grad_input (rel)", rel(g_c, g_t), 1e-3)
     report(f"mixer d={d_model} L={length} param grads (worst rel)", max(rel(p_c[k], p_t[k]) for k in p_t), 1e-3)
+
+# the bfloat16 token path that nnU-Net's fp16 autocast selects (see precision.py) vs float32, per token layer
+# and backend, at stage-1 and bottleneck sizes. Norm-relative errors (bfloat16 keeps 8 mantissa bits); the
+# parameter gradients as one concatenated vector (single gates' gradients are sums that nearly cancel).
+nrel = lambda a, b: ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+def run_layer(module, x, autocast: bool):
+    module.zero_grad()
+    xi = x.clone().requires_grad_(True)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+        out = module(xi)
+    out.float().square().mean().backward()
+    grads = torch.cat([p.grad.flatten() for p in module.parameters()])
+    return (out - xi).detach(), xi.grad, grads
+
+
+for d_model, length, group, experts in ((64, 262144, 2048, 4), (320, 512, 128, 16)):
+    torch.manual_seed(0)
+    x = torch.randn(2, length, d_model, device="cuda")
+    layers = {"Mamba layer": ResidualMambaLayer(d_model).cuda(),
+              "HoME layer": ResidualHoMELayer(d_model, group, experts).cuda()}
+    for backend in ("torch", "cuda"):
+        os.environ["NNUNETV2_MAMBAHOME_SCAN"] = backend
+        for name, layer in layers.items():
+            if name == "HoME layer" and backend == "torch":
+                continue  # no scan inside
+            (o32, g32, p32), (o16, g16, p16) = run_layer(layer, x, False), run_layer(layer, x, True)
+            tag = f"{name} d={d_model} L={length} [{backend}] autocast vs fp32"
+            report(f"{tag} branch output (rel)", nrel(o16, o32), 2e-2)
+            report(f"{tag} grad_input (rel)", nrel(g16, g32), 2e-2)
+            report(f"{tag} param grads (rel)", nrel(p16, p32), 5e-2)
+os.environ.pop("NNUNETV2_MAMBAHOME_SCAN")
 
 print(f"{len(failures)} failed" if failures else "all within tolerance")
 sys.exit(1 if failures else 0)

@@ -2,12 +2,16 @@
 
 Builds nnUNetTrainerMambaHoME's network from a plans file (default: Dataset503 3d_fullres, 128^3, batch 2),
 runs training steps under fp16 autocast as nnU-Net does, and prints (1) forward CUDA time per block kind from
-CUDA events around each module, (2) the top kernels of a profiled forward+backward, (3) step time and peak
-memory for each preset given.
+CUDA events around each module, (2) the top kernels of a profiled forward+backward (both for the first
+preset and token dtype only), (3) step time and peak memory for each preset x token dtype given (the token
+dtype is set through NNUNETV2_MAMBAHOME_TOKEN_DTYPE, see `nnunetv2_mambahome.precision`).
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
+import os
 import time
 from collections import defaultdict
 
@@ -16,6 +20,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_mambahome.modules import GatedSpatialConv, ResidualHoMELayer, ResidualMambaLayer
 from nnunetv2_mambahome.nets.from_plans import build_from_configuration
+from nnunetv2_mambahome.precision import TOKEN_DTYPE_ENV
 
 
 def step(net, x, opt, scaler):
@@ -27,58 +32,74 @@ def step(net, x, opt, scaler):
     scaler.update()
 
 
+def measure(net, x, opt, scaler, warmup: int = 3, repeats: int = 7) -> list[float]:
+    """Milliseconds of `repeats` synchronised training steps after `warmup` ones."""
+    for _ in range(warmup):
+        step(net, x, opt, scaler)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step(net, x, opt, scaler)
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)
+
+
+def profile(net, x, opt, scaler) -> None:
+    """Forward time per block kind (CUDA events; nested kinds counted in their own row only), then kernels."""
+    acc, events = defaultdict(float), {}
+    kinds = {GatedSpatialConv: "GSC", ResidualMambaLayer: "Mamba layer", ResidualHoMELayer: "HoME layer"}
+    for i, stage in enumerate(net.encoder.stages):
+        kinds_stage = {id(stage[0]): f"stage{i} conv"}
+        for m in stage.modules():
+            for cls, name in kinds.items():
+                if type(m) is cls:
+                    kinds_stage[id(m)] = f"stage{i} {name}"
+        for m in stage.modules():
+            if id(m) in kinds_stage:
+                label = kinds_stage[id(m)]
+                m.register_forward_pre_hook(lambda mod, inp, label=label: events.__setitem__(
+                    (label, id(mod)), [torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)]) or events[(label, id(mod))][0].record())
+                m.register_forward_hook(lambda mod, inp, out, label=label: events[(label, id(mod))][1].record())
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        net(x)
+    torch.cuda.synchronize()
+    for (label, _), (a, b) in events.items():
+        acc[label] += a.elapsed_time(b)
+    print("forward ms per block:", ", ".join(f"{k} {v:.1f}" for k, v in sorted(acc.items())))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step(net, x, opt, scaler)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=60))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--plans", default=".gpu/data/nnUNet_preprocessed/Dataset503_MambaHoMEBrain/nnUNetPlans.json")
     p.add_argument("--presets", nargs="+", default=["paper", "light"])
+    p.add_argument("--token-dtypes", nargs="+", default=["auto"], choices=["auto", "bfloat16", "float32"])
+    p.add_argument("--no-profile", action="store_true", help="only step time and peak memory")
     args = p.parse_args()
+    torch.backends.cudnn.benchmark = True  # as nnU-Net's trainer
     cm = PlansManager(args.plans).get_configuration("3d_fullres")
     x = torch.randn(cm.batch_size, 1, *cm.patch_size, device="cuda")
-    for preset in args.presets:
+    for i, (preset, token_dtype) in enumerate(itertools.product(args.presets, args.token_dtypes)):
+        os.environ[TOKEN_DTYPE_ENV] = token_dtype
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        torch.manual_seed(0)
         net = build_from_configuration(cm, 1, 9, True, preset=preset).cuda()
         opt = torch.optim.SGD(net.parameters(), 1e-2, momentum=0.99, nesterov=True)
         scaler = torch.amp.GradScaler("cuda")
-        for _ in range(3):
-            step(net, x, opt, scaler)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            step(net, x, opt, scaler)
-            torch.cuda.synchronize()
-            times.append((time.perf_counter() - t0) * 1e3)
+        times = measure(net, x, opt, scaler)
         n = sum(p.numel() for p in net.parameters()) / 1e6
-        print(f"[{preset}] {n:.1f}M params, step {sorted(times)[2]:.0f} ms, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-        if preset != args.presets[0]:
-            continue
-        # forward time per block kind (CUDA events; nested kinds counted in their own row only)
-        acc, events = defaultdict(float), {}
-        kinds = {GatedSpatialConv: "GSC", ResidualMambaLayer: "Mamba layer", ResidualHoMELayer: "HoME layer"}
-        for i, stage in enumerate(net.encoder.stages):
-            kinds_stage = {id(stage[0]): f"stage{i} conv"}
-            for m in stage.modules():
-                for cls, name in kinds.items():
-                    if type(m) is cls:
-                        kinds_stage[id(m)] = f"stage{i} {name}"
-            for m in stage.modules():
-                if id(m) in kinds_stage:
-                    label = kinds_stage[id(m)]
-                    m.register_forward_pre_hook(lambda mod, inp, label=label: events.__setitem__(
-                        (label, id(mod)), [torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)]) or events[(label, id(mod))][0].record())
-                    m.register_forward_hook(lambda mod, inp, out, label=label: events[(label, id(mod))][1].record())
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
-            net(x)
-        torch.cuda.synchronize()
-        for (label, _), (a, b) in events.items():
-            acc[label] += a.elapsed_time(b)
-        print("forward ms per block:", ", ".join(f"{k} {v:.1f}" for k, v in sorted(acc.items())))
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            step(net, x, opt, scaler)
-            torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=60))
-        del net, opt
+        print(f"[{preset}, token dtype {token_dtype}] {n:.1f}M params, step median {times[len(times) // 2]:.0f} ms "
+              f"(min {times[0]:.0f}), peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
+        if i == 0 and not args.no_profile:
+            profile(net, x, opt, scaler)
+        del net, opt, scaler
 
 
 if __name__ == "__main__":
