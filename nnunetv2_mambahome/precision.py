@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 from typing import Iterator, Optional
 
@@ -30,11 +31,14 @@ _CHOICES = {"auto": None, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _active_dtype: contextvars.ContextVar[Optional[torch.dtype]] = contextvars.ContextVar("token_dtype", default=None)
 
 
-def bfloat16_supported(device: torch.device) -> bool:
-    """Whether `device` runs bfloat16 matmuls natively (CUDA: compute capability >= 8.0; CPU: always)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu"
+@functools.lru_cache(maxsize=None)
+def _bfloat16_native(device_type: str, index: Optional[int]) -> bool:
+    """Whether the device runs bfloat16 natively (CUDA: compute capability >= 8.0; CPU: always). Cached:
+    asked on every token layer's entry."""
+    if device_type == "cuda":
+        with torch.cuda.device(index if index is not None else torch.cuda.current_device()):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device_type == "cpu"
 
 
 def token_dtype(device: torch.device) -> torch.dtype:
@@ -42,19 +46,30 @@ def token_dtype(device: torch.device) -> torch.dtype:
     active = _active_dtype.get()
     if active is not None:
         return active
-    if not torch.is_autocast_enabled(device.type):
-        return torch.float32
+    return autocast_token_dtype(device) if torch.is_autocast_enabled(device.type) else torch.float32
+
+
+def autocast_token_dtype(device: torch.device) -> torch.dtype:
+    """The token dtype under autocast on `device`: bfloat16 where native, unless the environment says float32."""
     choice = os.environ.get(TOKEN_DTYPE_ENV, "auto").strip().lower() or "auto"
     if choice not in _CHOICES:
         raise ValueError(f"{TOKEN_DTYPE_ENV}={choice!r}: use one of {sorted(_CHOICES)}")
     wanted = _CHOICES[choice]
     if wanted == torch.float32:
         return torch.float32
-    if bfloat16_supported(device):
+    if _bfloat16_native(device.type, device.index):
         return torch.bfloat16
     if wanted == torch.bfloat16:
         raise RuntimeError(f"{TOKEN_DTYPE_ENV}=bfloat16 but {device} has no native bfloat16; use auto or float32")
     return torch.float32
+
+
+def describe_policy(device: torch.device, autocast: bool) -> str:
+    """One line for training logs: what computes in which precision on `device`."""
+    if not autocast:
+        return "everything float32"
+    dtype = str(autocast_token_dtype(device)).replace("torch.", "")
+    return f"token path {dtype} (residual stream, scan state and HoME routing float32), rest fp16 autocast"
 
 
 @contextlib.contextmanager

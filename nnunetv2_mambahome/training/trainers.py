@@ -1,8 +1,9 @@
 """nnU-Net trainers for Mamba-HoME: one small subclass per idea, in nnU-Net's naming style.
 
 Recipe: nnU-Net's own (SGD 1e-2, poly LR, deep supervision, 1000 x 250 iterations, fp16 autocast with
-GradScaler) so that results compare one-to-one with `nnUNetTrainer`; only the network differs. The token
-path (DyT, Mamba, HoME) always runs in float32 inside autocast (see `nnunetv2_mambahome.precision`);
+GradScaler) so that results compare one-to-one with `nnUNetTrainer`; only the network differs. Inside
+autocast the token path never runs in float16: its Mamba layers compute in bfloat16 (where the GPU has it),
+its residual stream, scan state and HoME routing in float32 (see `nnunetv2_mambahome.precision`);
 `_noAMP` variants run everything in float32. torch.compile is off: mamba-ssm's kernels are not traceable by
 Dynamo and the chunked torch scan's Python loops compile slowly for no gain.
 """
@@ -14,6 +15,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from ..nets.from_plans import build_from_configuration
+from ..precision import describe_policy
 from .base import MambaTrainerBase
 
 
@@ -32,8 +34,8 @@ class nnUNetTrainerMambaHoME(MambaTrainerBase):
                                         force_fp32=cls.force_fp32)
 
     def describe(self) -> str:
-        return (f"Mamba-HoME preset '{self.mamba_home_preset}', token path float32, rest "
-                f"{'float32' if self.force_fp32 else 'autocast'}")
+        autocast = self.device.type == "cuda" and not self.force_fp32  # nnU-Net autocasts on CUDA only
+        return f"Mamba-HoME preset '{self.mamba_home_preset}', {describe_policy(self.device, autocast)}"
 
     def initialize(self) -> None:
         super().initialize()
