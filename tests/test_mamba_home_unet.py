@@ -34,10 +34,16 @@ def test_paper_rule_generalises_to_any_stage_count() -> None:
     assert [c.num_experts for c in cfgs[1:]] == [4, 8, 12, 16]
     assert [c.num_experts_second for c in cfgs[1:]] == [8, 16, 24, 32]
     assert {(c.slots_per_expert, c.depth, c.expert_mult) for c in cfgs[1:]} == {(4, 2, 2.0)}
-    seven = MambaHoMERule().stage_configs(7)
-    assert [c.group_size for c in seven[1:]] == [2048, 1024, 512, 256, 128, 64]
-    assert [c.num_experts for c in seven[1:]] == [4, 8, 12, 16, 20, 24]
-    assert [c.group_size for c in MambaHoMERule(min_group_size=300).stage_configs(6)[1:]] == [2048, 1024, 512, 300, 300]
+    seven = MambaHoMERule().stage_configs(7)  # the paper's 4 token stages; deeper ones convolutional
+    assert [c.group_size for c in seven[1:5]] == [2048, 1024, 512, 256] and seven[5:] == [None, None]
+    unlimited = MambaHoMERule(max_token_stages=None).stage_configs(7)
+    assert [c.group_size for c in unlimited[1:]] == [2048, 1024, 512, 256, 128, 64]
+    assert [c.num_experts for c in unlimited[1:]] == [4, 8, 12, 16, 20, 24]
+    assert [c.group_size for c in MambaHoMERule(min_group_size=300).stage_configs(6)[1:5]] == [2048, 1024, 512, 300]
+    assert len(MambaHoMERule(max_token_stages=2).stage_configs(3)) == 3
+    assert MambaHoMERule.from_dict(MambaHoMERule(max_token_stages=None).to_dict()).max_token_stages is None
+    with pytest.raises(ValueError, match="max_token_stages"):
+        MambaHoMERule(max_token_stages=0).stage_configs(5)
 
 
 def test_rule_settings_and_errors() -> None:
@@ -65,9 +71,10 @@ def test_structure_follows_plans(shape, kind) -> None:
     assert len(stages) == len(features)
     assert net.encoder.output_channels == features and net.encoder.strides == strides
     blocks = [next((m for m in s if isinstance(m, MambaHoMEBlock)), None) for s in stages]
-    assert blocks[0] is None and all(b is not None for b in blocks[1:])
     expected = MambaHoMERule().stage_configs(len(features))
-    for block, cfg in zip(blocks[1:], expected[1:]):
+    assert [b is not None for b in blocks] == [c is not None for c in expected]
+    assert blocks[0] is None and all(b is not None for b in blocks[1:5])
+    for block, cfg in ((b, c) for b, c in zip(blocks, expected) if c is not None):
         home = block.home_layers[0].home
         assert (home.group_size, home.num_experts, home.level2.num_experts) == \
             (cfg.group_size, cfg.num_experts, cfg.num_experts_second)

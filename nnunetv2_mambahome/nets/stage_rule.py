@@ -1,11 +1,13 @@
 """Which encoder stages get Mamba-HoME blocks, and with what HoME sizes: the paper's rule for any plan.
 
 The paper uses 4 token stages (1/2 .. 1/16 resolution) with group size K = 2048, 1024, 512, 256, first-level
-experts E = 4, 8, 12, 16, S = 4 slots per expert and E2 = 2E second-level experts. For an nnU-Net plan with
-n stages (stage 0 = full resolution), stages `first_stage`..n-1 get blocks; the t-th of them (t = 0, 1, ...)
-uses K_t = max(min_group_size, round(group_size_first * group_size_factor^t)),
+experts E = 4, 8, 12, 16, S = 4 slots per expert and E2 = 2E second-level experts; its 1/32 bottleneck is
+convolutional. For an nnU-Net plan with n stages (stage 0 = full resolution), stages `first_stage` ..
+min(n, first_stage + max_token_stages) - 1 get blocks; the t-th of them (t = 0, 1, ...) uses
+K_t = max(min_group_size, round(group_size_first * group_size_factor^t)),
 E_t = experts_first + t * experts_step, E2_t = second_level_factor * E_t. Stage 0 stays convolutional, like
-the paper's stem. Every field can be set from the plans' `arch_kwargs["mamba_home"]`, including explicit
+the paper's stem, and so do stages beyond the 4th token stage, like its bottleneck (max_token_stages=None
+puts blocks on every deeper stage). Every field can be set from the plans' `arch_kwargs["mamba_home"]`, including explicit
 per-stage lists (`depths`, `group_sizes`, `num_experts`, `num_experts_second`) that replace the rule.
 Presets (plans/*.json, shipped as `nnunetv2_mambahome.presets`) are named sets of these fields.
 """
@@ -40,6 +42,7 @@ class MambaHoMERule:
     """The rule's parameters (defaults = the paper preset)."""
 
     first_stage: int = 1
+    max_token_stages: Optional[int] = 4
     depth: int = 2
     group_size_first: int = 2048
     group_size_factor: float = 0.5
@@ -76,13 +79,19 @@ class MambaHoMERule:
         return cls(**merged)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
+        # None means "from the rule" for the per-stage lists, but "no limit" for max_token_stages: keep that one
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if v is not None or k == "max_token_stages"}
 
     def stage_configs(self, n_stages: int) -> list[Optional[StageConfig]]:
         """One entry per encoder stage: None for convolution-only stages, else its StageConfig."""
         if not 0 <= self.first_stage < n_stages:
             raise ValueError(f"first_stage={self.first_stage} must lie in [0, {n_stages - 1}] for a {n_stages}-stage plan")
+        if self.max_token_stages is not None and self.max_token_stages < 1:
+            raise ValueError(f"max_token_stages must be >= 1 or null, got {self.max_token_stages}")
         n_token = n_stages - self.first_stage
+        if self.max_token_stages is not None:
+            n_token = min(n_token, self.max_token_stages)
         per_stage = {
             "depths": self.depths or (self.depth,) * n_token,
             "group_sizes": self.group_sizes or tuple(
@@ -95,7 +104,8 @@ class MambaHoMERule:
         for key, values in per_stage.items():
             if len(values) != n_token:
                 raise ValueError(f"mamba_home.{key} has {len(values)} entries but the plan has {n_token} Mamba-HoME "
-                                 f"stages (stages {self.first_stage}..{n_stages - 1})")
+                                 f"stages (stages {self.first_stage}..{self.first_stage + n_token - 1}; max_token_stages="
+                                 f"{self.max_token_stages} sets how many)")
             if min(values) < 1:
                 raise ValueError(f"mamba_home.{key} must be positive integers, got {list(values)}")
         if min(self.slots_per_expert, self.d_state, self.d_conv, self.expand) < 1 or self.expert_mult <= 0:
@@ -105,7 +115,7 @@ class MambaHoMERule:
             configs.append(StageConfig(per_stage["depths"][t], per_stage["group_sizes"][t], per_stage["num_experts"][t],
                                        self.slots_per_expert, per_stage["num_experts_second"][t], self.expert_mult,
                                        self.d_state, self.d_conv, self.expand, self.home_out_linear))
-        return configs
+        return configs + [None] * (n_stages - len(configs))
 
 
 def available_presets() -> list[str]:
