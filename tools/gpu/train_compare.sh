@@ -6,7 +6,7 @@
 #   nnUNetTrainerMambaHoME_<E>epochs        default precision policy (fp16 autocast, bfloat16 token path)
 #   nnUNetTrainerMambaHoME_noAMP_<E>epochs  everything float32 (the loss curve to compare with)
 #   nnUNetTrainer_<E>epochs                 stock nnU-Net, same data, plans and schedule
-# Each run is stopped after LIMIT seconds (a stopped run keeps its per-epoch log). Logs, progress.png and
+# TRAINERS="..." picks a subset (names without the _<E>epochs suffix). Each run is stopped after LIMIT seconds (a stopped run keeps its per-epoch log). Logs, progress.png and
 # validation summaries go to $OUT/train_compare.tgz.
 set -u
 EPOCHS=${EPOCHS:-10}
@@ -22,7 +22,9 @@ t0=$(date +%s)
 python3 -m nnunetv2_mambahome.cli make-dataset brain --spacing 3 --dataset-id "$DATASET" --force > "$work/logs/make_dataset.txt" 2>&1 || exit 1
 nnUNetv2_plan_and_preprocess -d "$DATASET" -c 3d_fullres -np 8 > "$work/logs/plan_and_preprocess.txt" 2>&1 || exit 1
 echo "[train_compare] dataset ready after $(( $(date +%s) - t0 )) s"
-for tr in nnUNetTrainerMambaHoME_${EPOCHS}epochs nnUNetTrainerMambaHoME_noAMP_${EPOCHS}epochs nnUNetTrainer_${EPOCHS}epochs; do
+TRAINERS=${TRAINERS:-"nnUNetTrainerMambaHoME nnUNetTrainerMambaHoME_noAMP nnUNetTrainer"}
+for base in $TRAINERS; do
+    tr=${base}_${EPOCHS}epochs
     timeout "$LIMIT" nnUNetv2_train "$DATASET" 3d_fullres 0 -tr "$tr" -device "${DEVICE:-cuda}" > "$work/logs/$tr.txt" 2>&1 &
 done
 wait
