@@ -10,7 +10,7 @@ import torch
 from nnunetv2_mambahome.modules import MambaHoMEBlock
 from nnunetv2_mambahome.nets import MambaHoMERule
 from nnunetv2_mambahome.nets.from_plans import PlansNotSupportedError, build_from_configuration
-from nnunetv2_mambahome.plans_writer import NETWORK_CLASS, convert_plans
+from nnunetv2_mambahome.plans_writer import NETWORK_CLASS, _parse_override, convert_plans
 from plans_shapes import SHAPES, configuration, plain_arch, plans, resenc_arch
 
 
@@ -172,5 +172,10 @@ def test_write_plans_gives_plans_nnunet_can_build() -> None:
     net = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
                                  1, 2, deep_supervision=True)
     assert net.rule.depth == 1 and net.rule.experts_first == 2
+    unlimited = convert_plans(source, "paper", dict([_parse_override("max_token_stages=null")]), "unlimited")
+    arch = unlimited["configurations"]["3d_fullres"]["architecture"]
+    net = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
+                                 1, 2, deep_supervision=True)
+    assert net.rule.max_token_stages is None
     with pytest.raises(ValueError, match="unknown Mamba-HoME setting"):
         convert_plans(source, "light", {"bogus": 1})

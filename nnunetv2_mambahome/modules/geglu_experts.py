@@ -13,8 +13,7 @@ class GEGLUExperts(nn.Module):
 
     The first half of the first Linear's output is the value, the second half the (exact erf) GELU gate, as
     in the reference's `GEGLU`. Weights are stacked per expert (E, out, in) so all experts run in one bmm;
-    each expert is initialised like an `nn.Linear`. Input (E, ..., d), output the same shape, computed in the
-    input's dtype.
+    each expert is initialised like an `nn.Linear`. Input (E, ..., d), output the same shape.
     """
 
     def __init__(self, num_experts: int, dim: int, hidden: int):
@@ -34,9 +33,8 @@ class GEGLUExperts(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(shape[0], -1, shape[-1])
-        dt = x.dtype
-        value, gate = torch.baddbmm(self.b_in[:, None].to(dt), x, self.w_in.transpose(1, 2).to(dt)).chunk(2, dim=-1)
-        y = torch.baddbmm(self.b_out[:, None].to(dt), value * F.gelu(gate), self.w_out.transpose(1, 2).to(dt))
+        value, gate = torch.baddbmm(self.b_in[:, None], x, self.w_in.transpose(1, 2)).chunk(2, dim=-1)
+        y = torch.baddbmm(self.b_out[:, None], value * F.gelu(gate), self.w_out.transpose(1, 2))
         return y.reshape(shape)
 
     def extra_repr(self) -> str:

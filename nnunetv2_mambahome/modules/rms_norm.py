@@ -7,10 +7,7 @@ from torch import nn
 
 
 class RMSNorm(nn.Module):
-    """F.normalize(x, eps=1e-8) * sqrt(d) * gamma over the last dimension (no temperature, as the reference).
-
-    Always computes and returns float32: its outputs are routing logits' operands (see `precision`).
-    """
+    """F.normalize(x, eps=1e-8) * sqrt(d) * gamma over the last dimension (no temperature, as the reference)."""
 
     def __init__(self, dim: int, eps: float = 1e-8):
         super().__init__()
@@ -19,4 +16,4 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x.float(), dim=-1, eps=self.eps) * (self.gamma.float() * self.scale)
+        return F.normalize(x, dim=-1, eps=self.eps) * self.scale * self.gamma

@@ -7,8 +7,9 @@ min(n, first_stage + max_token_stages) - 1 get blocks; the t-th of them (t = 0, 
 K_t = max(min_group_size, round(group_size_first * group_size_factor^t)),
 E_t = experts_first + t * experts_step, E2_t = second_level_factor * E_t. Stage 0 stays convolutional, like
 the paper's stem, and so do stages beyond the 4th token stage, like its bottleneck (max_token_stages=None
-puts blocks on every deeper stage). Every field can be set from the plans' `arch_kwargs["mamba_home"]`, including explicit
-per-stage lists (`depths`, `group_sizes`, `num_experts`, `num_experts_second`) that replace the rule.
+puts blocks on every deeper stage). Every field can be set from the plans' `arch_kwargs["mamba_home"]`,
+including explicit per-stage lists (`depths`, `group_sizes`, `num_experts`, `num_experts_second`) that
+replace the rule.
 Presets (plans/*.json, shipped as `nnunetv2_mambahome.presets`) are named sets of these fields.
 """
 from __future__ import annotations
