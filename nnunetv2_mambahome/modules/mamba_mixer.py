@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import mamba_inner, resolve_backend
+from ..ops import resolve_backend
 from ..precision import token_region
 
 
@@ -16,8 +16,8 @@ class MambaMixer(nn.Module):
     """Selective state-space mixer over a token sequence (batch, L, d_model) -> same shape.
 
     Parameters (`in_proj`, `conv1d`, `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj`) match mamba-ssm's
-    `Mamba` one to one, so its state_dicts load unchanged. The scan runs on the backend chosen by
-    `ops.resolve_backend` (mamba-ssm kernels for CUDA tensors when installed, else pure PyTorch). Projections
+    `Mamba` one to one, so its state_dicts load unchanged. The mixer body runs on the backend chosen by
+    `ops.resolve_backend` (Triton or mamba-ssm kernels on CUDA, pure PyTorch on CPU). Projections
     run in the token dtype, the scan's recurrence in float32 (see `precision`); the output has the token
     dtype. `backend=None` follows NNUNETV2_MAMBAHOME_SCAN / auto.
     """
@@ -67,10 +67,10 @@ class MambaMixer(nn.Module):
             if self.in_proj.bias is not None:
                 xz = xz + self.in_proj.bias.to(dtype)[:, None]
             out_bias = None if self.out_proj.bias is None else self.out_proj.bias.to(dtype)
-            return mamba_inner(
+            return resolve_backend(x.device, self.backend).mamba_inner(
                 xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight.to(dtype), self.dt_proj.weight.to(dtype),
                 self.dt_proj.bias.float(), self.out_proj.weight.to(dtype), out_bias,
-                -torch.exp(self.A_log.float()), self.D.float(), resolve_backend(x.device, self.backend),
+                -torch.exp(self.A_log.float()), self.D.float(),
             )
 
     def extra_repr(self) -> str:

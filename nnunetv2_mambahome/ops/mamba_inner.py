@@ -1,83 +1,105 @@
-"""The Mamba (v1) mixer's inner computation after `in_proj`, on either backend.
+"""The Mamba (v1) mixer's inner computation after `in_proj`, in two bodies that take their kernels as arguments.
 
-xz (batch, 2*d_inner, L) -> causal depthwise conv + SiLU -> x_proj -> dt_proj -> selective scan with
-D skip and SiLU(z) gate -> out_proj, returning (batch, L, d_model). The `cuda` backend is mamba-ssm's fused
-`mamba_inner_fn` (or `causal_conv1d_fn`/`F.conv1d` + `selective_scan_fn` without causal-conv1d); the
-`torch` backend composes the same steps with `selective_scan_chunked`.
+xz (batch, 2*d_inner, L) -> causal depthwise conv + SiLU -> x_proj -> dt_proj -> selective scan with D skip
+and SiLU(z) gate -> out_proj, returning (batch, L, d_model).
+
+- `mamba_inner_fused` (the `triton` and `cuda` backends): one autograd Function over a conv kernel and a scan
+  kernel, as mamba-ssm's `MambaInnerFn`: it saves only xz, x_dbl (dt_rank + 2N values per token) and the scan's
+  own small state, and recomputes the conv output, delta and the gated scan output in the backward.
+- `mamba_inner_unfused` (the `torch` backend): the same steps as differentiable torch ops around any scan
+  function with `selective_scan_ref`'s signature (autograd saves every intermediate).
+
+Both keep L contiguous everywhere the scan reads: x_dbl = W_x @ u is (batch, dt_rank + 2N, L), so delta, B
+and C are views or products in that layout and no transposed copy of a (batch, d_inner, L) tensor is made.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from .cuda_kernels import load_cuda_kernels
-from .selective_scan_chunked import selective_scan_chunked
-
-
-def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """SiLU(causal depthwise conv) of x (batch, dim, L) with weight (dim, 1, width): output t sees inputs <= t.
-
-    Computed in x's dtype (weight and bias are cast), like causal-conv1d's kernel with mixed types."""
-    width = weight.shape[-1]
-    bias = None if bias is None else bias.to(x.dtype)
-    return F.silu(F.conv1d(x, weight.to(x.dtype), bias, padding=width - 1, groups=x.shape[1])[..., : x.shape[-1]])
+from .causal_conv1d_ref import causal_conv1d_ref
+from .scan_ops import ScanKernel
 
 
-def mamba_inner(
-    xz: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: Optional[torch.Tensor],
-    x_proj_weight: torch.Tensor,
-    dt_proj_weight: torch.Tensor,
-    dt_proj_bias: torch.Tensor,
-    out_proj_weight: torch.Tensor,
-    out_proj_bias: Optional[torch.Tensor],
-    A: torch.Tensor,
-    D: torch.Tensor,
-    backend: str,
-) -> torch.Tensor:
-    """Run the mixer body on `backend` ('cuda' or 'torch', already resolved).
+@dataclass(frozen=True)
+class ConvKernel:
+    """A causal depthwise conv1d + SiLU: fwd(x, w (dim, W), b) -> out, bwd(x, w, b, dout) -> (dx, dw, db)."""
 
-    xz and the projection weights share one dtype (float32 or bfloat16); A, D and dt_proj_bias are float32.
-    The output has xz's dtype.
-    """
-    if backend == "cuda":
-        return _mamba_inner_cuda(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
-                                 out_proj_weight, out_proj_bias, A, D)
-    seqlen = xz.shape[-1]
-    d_state = A.shape[1]
-    dt_rank = dt_proj_weight.shape[1]
+    name: str
+    fwd: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
+    bwd: Callable[[Tensor, Tensor, Optional[Tensor], Tensor], tuple]
+
+
+class _FusedMambaInner(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, out_proj_weight,
+                out_proj_bias, A, D, conv: ConvKernel, scan: ScanKernel, save: bool):  # type: ignore[override]
+        rank, n = dt_proj_weight.shape[1], A.shape[1]
+        x, z = xz.chunk(2, dim=1)
+        u = conv.fwd(x, conv_weight.view(conv_weight.shape[0], -1), conv_bias)
+        x_dbl = torch.matmul(x_proj_weight, u)  # (b, rank + 2N, L)
+        delta = torch.matmul(dt_proj_weight, x_dbl[:, :rank])  # (b, d_inner, L)
+        out_z, saved = scan.forward(u, delta, A, x_dbl[:, rank:rank + n], x_dbl[:, rank + n:], D, z, dt_proj_bias,
+                                    True, save)
+        if save:
+            ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
+                                  out_proj_weight, A, D, x_dbl, *saved)
+            ctx.kernels = conv, scan
+            ctx.has_out_bias = out_proj_bias is not None
+        return F.linear(out_z.transpose(1, 2), out_proj_weight, out_proj_bias)
+
+    @staticmethod
+    def backward(ctx, dout):  # type: ignore[override]
+        conv, scan = ctx.kernels
+        (xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, out_proj_weight, A, D, x_dbl,
+         *saved) = ctx.saved_tensors
+        rank, n = dt_proj_weight.shape[1], A.shape[1]
+        x, z = xz.chunk(2, dim=1)
+        w = conv_weight.view(conv_weight.shape[0], -1)
+        u = conv.fwd(x, w, conv_bias)  # recomputed, as mamba-ssm's MambaInnerFn does
+        delta = torch.matmul(dt_proj_weight, x_dbl[:, :rank])
+        dout = dout.contiguous()
+        dy = torch.matmul(out_proj_weight.t(), dout.transpose(1, 2))  # (b, d_inner, L), L contiguous
+        du, ddelta, dA, dB, dC, dD, d_dt_bias, dz, out_z = scan.backward(
+            u, delta, A, x_dbl[:, rank:rank + n], x_dbl[:, rank + n:], D, z, dt_proj_bias, True, dy, saved)
+        d_out_w = torch.bmm(dout.transpose(1, 2), out_z.transpose(1, 2)).sum(0)
+        d_out_b = dout.sum((0, 1)) if ctx.has_out_bias else None
+        d_dt_w = torch.bmm(ddelta, x_dbl[:, :rank].transpose(1, 2)).sum(0)
+        dx_dbl = torch.cat([torch.matmul(dt_proj_weight.t(), ddelta), dB.to(x_dbl.dtype), dC.to(x_dbl.dtype)], 1)
+        d_x_w = torch.bmm(dx_dbl, u.transpose(1, 2)).sum(0)
+        du = du + torch.matmul(x_proj_weight.t(), dx_dbl)
+        dx, d_conv_w, d_conv_b = conv.bwd(x, w, conv_bias, du)
+        return (torch.cat([dx, dz], 1), d_conv_w.view(conv_weight.shape), d_conv_b, d_x_w, d_dt_w, d_dt_bias,
+                d_out_w, d_out_b, dA, dD, None, None, None)
+
+
+def mamba_inner_fused(xz: Tensor, conv_weight: Tensor, conv_bias: Optional[Tensor], x_proj_weight: Tensor,
+                      dt_proj_weight: Tensor, dt_proj_bias: Tensor, out_proj_weight: Tensor,
+                      out_proj_bias: Optional[Tensor], A: Tensor, D: Tensor, conv: ConvKernel,
+                      scan: ScanKernel) -> Tensor:
+    """The mixer body with `conv` and `scan` kernels (see the module docstring).
+
+    xz and the projection weights share one dtype (float32 or bfloat16); A, D, dt_proj_bias and the conv's
+    parameters are float32. The output has xz's dtype."""
+    tensors = (xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, out_proj_weight,
+               out_proj_bias, A, D)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return _FusedMambaInner.apply(*tensors, conv, scan, save)
+
+
+def mamba_inner_unfused(xz: Tensor, conv_weight: Tensor, conv_bias: Optional[Tensor], x_proj_weight: Tensor,
+                        dt_proj_weight: Tensor, dt_proj_bias: Tensor, out_proj_weight: Tensor,
+                        out_proj_bias: Optional[Tensor], A: Tensor, D: Tensor, scan: Callable) -> Tensor:
+    """The same computation as `mamba_inner_fused` from differentiable torch ops and `scan`."""
+    rank, n = dt_proj_weight.shape[1], A.shape[1]
     x, z = xz.chunk(2, dim=1)
-    x = causal_depthwise_conv1d(x, conv_weight, conv_bias)
-    x_dbl = F.linear(x.transpose(1, 2), x_proj_weight)  # (b, L, dt_rank + 2N)
-    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
-    dt = F.linear(dt, dt_proj_weight).transpose(1, 2)  # (b, d_inner, L), bias added inside the scan
-    y = selective_scan_chunked(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D, z=z,
-                               delta_bias=dt_proj_bias, delta_softplus=True)
-    assert y.shape[-1] == seqlen
-    return F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
-
-
-def _mamba_inner_cuda(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
-                      out_proj_weight, out_proj_bias, A, D) -> torch.Tensor:
-    kernels = load_cuda_kernels()
-    assert kernels is not None, "resolve_backend() must be called before mamba_inner(backend='cuda')"
-    if kernels.causal_conv1d_fn is not None:
-        return kernels.mamba_inner_fn(
-            xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, out_proj_weight, out_proj_bias,
-            A, None, None, D, delta_bias=dt_proj_bias, delta_softplus=True,
-        )
-    seqlen = xz.shape[-1]
-    d_state, dt_rank = A.shape[1], dt_proj_weight.shape[1]
-    x, z = xz.chunk(2, dim=1)
-    x = causal_depthwise_conv1d(x, conv_weight, conv_bias)
-    x_dbl = F.linear(x.transpose(1, 2), x_proj_weight)
-    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
-    dt = F.linear(dt, dt_proj_weight).transpose(1, 2).contiguous()
-    y = kernels.selective_scan_fn(x.contiguous(), dt, A, B.transpose(1, 2).contiguous(),
-                                  C.transpose(1, 2).contiguous(), D, z=z.contiguous(),
-                                  delta_bias=dt_proj_bias, delta_softplus=True)
-    assert y.shape[-1] == seqlen
+    u = causal_conv1d_ref(x, conv_weight.view(conv_weight.shape[0], -1), conv_bias)
+    x_dbl = torch.matmul(x_proj_weight, u)
+    delta = torch.matmul(dt_proj_weight, x_dbl[:, :rank])
+    y = scan(u, delta, A, x_dbl[:, rank:rank + n], x_dbl[:, rank + n:], D, z=z, delta_bias=dt_proj_bias,
+             delta_softplus=True)
     return F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
