@@ -8,6 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
+# The Triton kernels run on CPUs under Triton's interpreter. It is chosen when a kernel is defined (module import),
+# so the variable is set here, before any test imports them; the interpreter's scan is made fast enough for tests.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    if os.environ["TRITON_INTERPRET"] == "1":
+        try:
+            import triton_interpreter
+        except ImportError:  # no Triton in this torch build: the Triton tests skip themselves
+            pass
+        else:
+            triton_interpreter.install()
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_DIR = Path(os.environ.get("NNUNETV2_MAMBAHOME_FIXTURES",
                                   REPO.parent / "shared" / "fixtures" / "mambahome_reference"))

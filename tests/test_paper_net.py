@@ -7,6 +7,7 @@ import torch
 from conftest import TOLERANCES, assert_close_to_reference, load_fixture
 from nnunetv2_mambahome.compat import load_official_checkpoint, load_reference_module
 from nnunetv2_mambahome.nets.paper_net import MambaHoMEPaperNet, nearest_fitting_sizes
+from nnunetv2_mambahome.ops import ENV_VAR
 from nnunetv2_mambahome.param_count import paper_parameter_counts
 from nnunetv2_mambahome.training.paper_trainers import SMOKE_NET_KWARGS
 
@@ -16,8 +17,15 @@ def net_fixture(fixture_dir) -> dict:
     return load_fixture("net")
 
 
-def test_net_fixture_reproduced(net_fixture) -> None:
-    """The official MambaHoME forward (32^3, padding in stages 1-3) within the README's net tolerance."""
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+def test_net_fixture_reproduced(net_fixture, backend, monkeypatch) -> None:
+    """The official MambaHoME forward (32^3, padding in stages 1-3) within the README's net tolerance, also with
+    the Triton scan kernels (interpreted on CPUs)."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+        if not torch.cuda.is_available():
+            monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv(ENV_VAR, backend)
     module = load_reference_module(net_fixture)  # strict: no official key unused, no parameter left out
     assert isinstance(module, MambaHoMEPaperNet)
     with torch.no_grad():

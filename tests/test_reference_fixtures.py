@@ -6,12 +6,19 @@ import torch
 
 from conftest import TOLERANCES, assert_close_to_reference, fixture_kind, load_fixture
 from nnunetv2_mambahome.compat import convert_reference_state_dict, load_reference_module
+from nnunetv2_mambahome.ops import ENV_VAR
 
 MODULE_FIXTURES = ["dyt", "dyt_clamp", "gsc", "home_nopad", "home_pad", "home_l2pad", "mamba_block"]
 
 
-@pytest.mark.parametrize("name", MODULE_FIXTURES)
-def test_fixture_forward_and_backward(name: str, fixture_dir) -> None:
+@pytest.mark.parametrize("name,backend", [(n, "auto") for n in MODULE_FIXTURES] + [("mamba_block", "triton")])
+def test_fixture_forward_and_backward(name: str, backend: str, fixture_dir, monkeypatch) -> None:
+    """Every module fixture; the Mamba block also on the Triton kernels (interpreted on CPUs)."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+        if not torch.cuda.is_available():
+            monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv(ENV_VAR, backend)
     torch.manual_seed(0)
     fx = load_fixture(name)
     rtol, c_out, c_grad = TOLERANCES[fixture_kind(name)]

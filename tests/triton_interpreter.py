@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def install() -> None:
-    from triton.runtime import interpreter
+from triton.runtime import interpreter
 
+
+def install() -> None:
     def generic_scan(self, input):
         datas = [np.moveaxis(arg.handle.data, self.axis, 0).copy() for arg in input]
         n = datas[0].shape[0]
