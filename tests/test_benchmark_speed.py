@@ -97,7 +97,8 @@ def test_ratios_follow_from_the_per_setup_medians(speed_run) -> None:
                                 ("memory_ratio", "peak_memory_mib", "peak_memory_mib")):
             assert math.isfinite(s[ratio]) and s[ratio] > 0
             assert s[ratio] == pytest.approx(s[num] / ref[den])
-        assert s["inference_seconds"] == [] and s["inference_ratio"] is None
+        assert s["inference_seconds"] == [] and s["inference_ratio"] is None and s["inference_first_s"] is None
+        assert s["warmup_seconds"] == [] and s["gpu_busy_ms"] is None  # --warmup 0; no profiling on CPU
     assert ref["time_ratio"] == 1.0 and ref["memory_ratio"] == 1.0
     with open(out / "speed.csv") as f:
         rows = list(csv.DictReader(f))
@@ -131,9 +132,11 @@ def test_round_robin_alternates_and_drops_warmup() -> None:
     def step(name: str, seconds: float):
         return lambda: calls.append(name) or seconds
 
-    times = time_round_robin({"a": step("a", 1.0), "b": step("b", 2.0)}, warmup=2, iters=3, log=lambda _: None)
+    times, warmups = time_round_robin({"a": step("a", 1.0), "b": step("b", 2.0)}, warmup=2, iters=3,
+                                      log=lambda _: None)
     assert calls == ["a", "b"] * 5
     assert times == {"a": [1.0] * 3, "b": [2.0] * 3}
+    assert warmups == {"a": [1.0] * 2, "b": [2.0] * 2}
 
 
 @pytest.mark.parametrize("extra", [["-tr", "A", "B", "-p", "P1", "P2", "P3"], ["-p", "nnUNetPlans"],

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .speed_measure import (inference_seconds, inference_volume, median, peak_memory_mib, time_round_robin,
-                            train_step_seconds)
+from .speed_measure import (gpu_busy_ms, inference_seconds, inference_volume, median, peak_memory_mib,
+                            time_round_robin, train_step_seconds)
 from .speed_report import SetupResult, add_ratios, write_speed_report
 from .speed_setup import (STOCK_TRAINER, Setup, SpeedInputError, Workload, build_trainer, configuration_defaults,
                           dataset_dir, pair_setups, parameter_count, random_batch,
@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inference.add_argument("--inference-shape", type=int, nargs="+", metavar="N",
                            help="shape of the random inference volume (default: the plans' median image size)")
     inference.add_argument("--no-inference", action="store_true", help="skip the inference timing")
-    parser.add_argument("--inference-repeats", type=int, default=1, help="inference runs per setup (default 1)")
+    parser.add_argument("--inference-repeats", type=int, default=2,
+                        help="timed inference runs per setup, after one warm-up run (default 2)")
     parser.add_argument("--out", type=Path, default=Path("mambahome_speed_report"), metavar="DIR",
                         help="report folder (default ./mambahome_speed_report)")
 
@@ -96,30 +97,45 @@ def measure_setups(setups: list[Setup], workload: Workload, args: argparse.Names
         batches = {label: random_batch(t) for label, t in trainers.items()}
         print(f"timing {args.warmup} warm-up + {args.iters} iterations, alternating")
         steps = {label: (lambda t=t, b=batches[label]: train_step_seconds(t, b)) for label, t in trainers.items()}
-        times = time_round_robin(steps, args.warmup, args.iters)
+        times, warmups = time_round_robin(steps, args.warmup, args.iters)
+        busy = {}
+        if workload.device.startswith("cuda"):
+            print("profiling GPU-busy time (3 steps per setup)")
+            for label, t in trainers.items():
+                busy[label] = gpu_busy_ms(lambda t=t, b=batches[label]: t.train_step(b))
+                print(f"  {label}: {busy[label]:.1f} ms busy per step")
         del batches
         inference = {label: [] for label in trainers}
+        inference_first = {}
         if not args.no_inference:
             volume = inference_volume(next(iter(trainers.values())), args.inference_case, args.inference_shape)
-            print(f"timing sliding-window inference on a {'x'.join(map(str, volume.shape[1:]))} volume")
+            print(f"timing sliding-window inference on a {'x'.join(map(str, volume.shape[1:]))} volume: one warm-up "
+                  f"run (compilation, graph capture) and {args.inference_repeats} timed per setup, alternating")
+            for label, t in trainers.items():
+                inference_first[label] = inference_seconds(t, volume, 1)[0]
+                print(f"  warm-up {label}: {inference_first[label]:.2f} s")
             for r in range(args.inference_repeats):
                 for label, t in trainers.items():
                     inference[label] += inference_seconds(t, volume, 1)
-                    print(f"  {label}: {inference[label][-1]:.2f} s")
+                    print(f"  {label}: {inference[label][-1]:.3f} s")
         results = [SetupResult(label=s.label, trainer=s.trainer, plans=s.plans,
                                network=type(unwrapped_network(trainers[s.label])).__name__,
                                parameters=parameter_count(trainers[s.label]),
                                compiled=unwrapped_network(trainers[s.label]) is not trainers[s.label].network,
                                step_seconds=times[s.label], median_ms=median(times[s.label]) * 1e3,
+                               warmup_seconds=warmups[s.label], gpu_busy_ms=busy.get(s.label),
                                peak_memory_mib=0.0, memory_kind="", inference_seconds=inference[s.label],
-                               inference_median_s=median(inference[s.label]) if inference[s.label] else None)
+                               inference_median_s=median(inference[s.label]) if inference[s.label] else None,
+                               inference_first_s=inference_first.get(s.label))
                    for s in setups]
         del trainers
     for s, r in zip(setups, results):
         print(f"peak memory of {s.label} (fresh process)")
         mem = peak_memory_mib(s, workload)
         r.peak_memory_mib, r.memory_kind = mem["peak_mib"], mem["kind"]
-        print(f"  {r.peak_memory_mib:.0f} MiB")
+        r.peak_reserved_mib = mem.get("peak_reserved_mib")
+        print(f"  {r.peak_memory_mib:.0f} MiB" + (f" allocated, {r.peak_reserved_mib:.0f} MiB reserved"
+                                                  if r.peak_reserved_mib is not None else ""))
     return results
 
 

@@ -1,8 +1,11 @@
-"""Measurements of `benchmark speed`: alternating training-step timing, peak memory, sliding-window inference.
+"""Measurements of `benchmark speed`: alternating training-step timing, GPU-busy time, peak memory, inference.
 
 Timing alternates between setups (one iteration of each, repeated) so that load from other processes hits all
-of them alike. Peak memory is measured per setup in a fresh subprocess (`speed_memory`), where nothing else
-lives: on CUDA the allocator's peak, on CPU the growth of the peak RSS over the imports.
+of them alike; warm-up iterations (torch.compile, CUDA-graph capture, cuDNN autotuning) are timed too but
+reported apart. GPU-busy time is the sum of the device's kernel and copy times over a few profiled steps: next
+to the wall time it shows how launch-bound a step is. Peak memory is measured per setup in a fresh subprocess
+(`speed_memory`), where nothing else lives: on CUDA the allocator's peaks, on CPU the growth of the peak RSS.
+Sliding-window inference is warmed up with one untimed-for-the-median call per setup (reported apart).
 """
 from __future__ import annotations
 
@@ -31,18 +34,32 @@ def train_step_seconds(trainer, batch: dict) -> float:
 
 def time_round_robin(
     steps: Mapping[str, Callable[[], float]], warmup: int, iters: int, log: Callable[[str], None] = print
-) -> dict[str, list[float]]:
-    """Seconds per call of every step function over `iters` rounds after `warmup` rounds, alternating."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(timed, warm-up) seconds per call of every step function: `warmup` rounds, then `iters`, alternating."""
     times: dict[str, list[float]] = {name: [] for name in steps}
+    warmups: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(warmup + iters):
         timed = r >= warmup
         row = {name: step() for name, step in steps.items()}
-        if timed:
-            for name, s in row.items():
-                times[name].append(s)
+        for name, s in row.items():
+            (times if timed else warmups)[name].append(s)
         what = f"iteration {r - warmup + 1}/{iters}" if timed else f"warm-up {r + 1}/{warmup}"
         log(f"  {what}: " + ", ".join(f"{name} {s * 1e3:.0f} ms" for name, s in row.items()))
-    return times
+    return times, warmups
+
+
+def gpu_busy_ms(step: Callable[[], object], steps: int = 3) -> float:
+    """Device time (kernels, copies, memsets) per call of `step`, from the torch profiler over `steps` calls."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    busy_us = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA)
+    return busy_us / 1e3 / steps
 
 
 def peak_memory_mib(setup: Setup, workload: Workload) -> dict:

@@ -3,9 +3,12 @@
     python -m nnunetv2_mambahome.benchmark.speed_memory TRAINER PLANS WORKLOAD_JSON   -> one JSON line
 
 One warm-up step (it creates the optimizer state and, on CUDA, runs cuDNN's autotuning), then the peak is
-reset and one more step is measured. CUDA: `torch.cuda.max_memory_allocated` (weights, gradients,
-optimizer state, activations, workspaces). CPU: peak RSS (VmHWM) minus the RSS once everything is imported,
-so it counts the same things plus allocator caches; VmHWM is reset through /proc/self/clear_refs.
+reset and MEASURED_STEPS more steps are measured: enough for CUDA-graph capture and replays to be included.
+CUDA: `torch.cuda.max_memory_allocated` (weights, gradients, optimizer state, activations, workspaces) and
+`max_memory_reserved` (what the process holds from the GPU; a CUDA graph's private pool is reserved, not
+allocated, between replays, so this is the honest figure for graphed setups). CPU: peak RSS (VmHWM) minus
+the RSS once everything is imported, so it counts the same things plus allocator caches; VmHWM is reset
+through /proc/self/clear_refs.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import torch
 
 from .speed_setup import Setup, Workload, build_trainer, find_trainer_class, import_network_class, random_batch
 
-MEASURED_STEPS = 1
+MEASURED_STEPS = 4  # eager warm-up calls of cuda_graphs, the capture, and replays
 
 
 def rss_kib(field: str) -> int:
@@ -51,6 +54,7 @@ def measure(setup: Setup, workload: Workload) -> dict:
         trainer.train_step(batch)
         if cuda:
             torch.cuda.synchronize()
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         reset_ok = cuda or reset_peak_rss()
         for _ in range(MEASURED_STEPS):

@@ -24,8 +24,12 @@ class SetupResult:
     median_ms: float
     peak_memory_mib: float
     memory_kind: str
+    warmup_seconds: list[float] = field(default_factory=list)
+    gpu_busy_ms: Optional[float] = None
+    peak_reserved_mib: Optional[float] = None
     inference_seconds: list[float] = field(default_factory=list)
     inference_median_s: Optional[float] = None
+    inference_first_s: Optional[float] = None
     time_ratio: float = math.nan
     memory_ratio: float = math.nan
     inference_ratio: Optional[float] = None
@@ -61,15 +65,18 @@ def write_speed_report(out: Path, results: Sequence[SetupResult], reference: Set
 
 
 def _table(results: Sequence[SetupResult]) -> tuple[list[str], list[list[object]]]:
-    headers = ["setup", "parameters (M)", "ms / iteration", "time ratio", "peak memory (MiB)", "memory ratio",
-               "inference s / case", "inference ratio"]
-    rows = [[r.label, r.parameters / 1e6, r.median_ms, r.time_ratio, r.peak_memory_mib, r.memory_ratio,
-             r.inference_median_s, r.inference_ratio] for r in results]
+    headers = ["setup", "parameters (M)", "ms / iteration", "time ratio", "GPU busy ms / iteration",
+               "warm-up s (all warm-up iterations)", "peak memory (MiB)", "memory ratio", "peak reserved (MiB)",
+               "inference s / case", "inference ratio", "inference warm-up s"]
+    rows = [[r.label, r.parameters / 1e6, r.median_ms, r.time_ratio, r.gpu_busy_ms,
+             sum(r.warmup_seconds) if r.warmup_seconds else None, r.peak_memory_mib, r.memory_ratio,
+             r.peak_reserved_mib, r.inference_median_s, r.inference_ratio, r.inference_first_s] for r in results]
     return headers, rows
 
 
 # markdown number formats of the table's columns, in order
-_FORMATS = ("{}", "{:.2f}", "{:.0f}", "{:.2f}", "{:.0f}", "{:.2f}", "{:.2f}", "{:.2f}")
+_FORMATS = ("{}", "{:.2f}", "{:.1f}", "{:.2f}", "{:.1f}", "{:.1f}", "{:.0f}", "{:.2f}", "{:.0f}", "{:.3f}", "{:.2f}",
+            "{:.2f}")
 
 
 def _fmt(cell: object, fmt: str) -> str:
@@ -88,11 +95,14 @@ def _markdown(results: Sequence[SetupResult], reference: SetupResult, meta: dict
         f"nnunetv2 {meta['versions']['nnunetv2']}, CUDA {meta['versions']['cuda'] or '-'}; "
         f"host {meta['hostname']}, {meta['date']}.",
         f"Patch {'x'.join(map(str, s['patch_size']))}, batch {s['batch_size']}; median of {s['iters']} "
-        f"training iterations after {s['warmup']} warm-up, setups alternating; ratios vs {reference.label}.",
+        f"training iterations after {s['warmup']} warm-up (compilation, CUDA-graph capture; their total time is "
+        f"its own column), setups alternating; ratios vs {reference.label}. GPU busy: device kernel and copy "
+        "time per iteration (torch profiler, 3 iterations).",
         f"Memory: {memory}, measured per setup in a fresh process. "
         f"Mamba-HoME selective scan: {meta['mambahome_scan_backend']}.",
         "Inference: nnUNetPredictor sliding window (step 0.5, Gaussian, mirroring), "
-        + (f"{s['inference_input']}." if s["inference_input"] else "not measured (--no-inference)."),
+        + (f"{s['inference_input']}; median of {s['inference_repeats']} runs after one warm-up run per setup."
+           if s["inference_input"] else "not measured (--no-inference)."),
         "",
         markdown_table(headers, [[_fmt(c, f) for c, f in zip(row, _FORMATS)] for row in rows]),
     ]

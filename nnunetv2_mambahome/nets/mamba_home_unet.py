@@ -19,6 +19,8 @@ from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecod
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
+from ..acceleration import acceleration_mode
+from ..cuda_graphs import graphed
 from ..modules import MambaHoMEBlock
 from ..precision import float32_region
 from .plans_encoder import IntOrSeq, PlansEncoder
@@ -74,6 +76,7 @@ class MambaHoMEUNet(AbstractDynamicNetworkArchitectures):
     Give `n_conv_per_stage` (default plans) or `n_blocks_per_stage` (ResEnc plans). `mamba_home` holds the
     stage-rule settings (see `stage_rule.MambaHoMERule`, e.g. {"preset": "light"}); default = paper preset.
     `force_fp32=True` runs the whole network in float32 even under autocast (the no-AMP trainers set it).
+    On CUDA, calls are replayed as CUDA graphs when `acceleration.acceleration_mode` says so (the default).
     """
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq,
@@ -110,6 +113,12 @@ class MambaHoMEUNet(AbstractDynamicNetworkArchitectures):
         if x.shape[1] != self.input_channels:
             raise ValueError(f"MambaHoMEUNet was built for {self.input_channels} input channel(s), got a tensor with "
                              f"{x.shape[1]} (shape {tuple(x.shape)})")
+        if x.is_cuda and not torch.compiler.is_compiling() and acceleration_mode(x.device) == "graphs":
+            return graphed(self, self._forward)(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """The eager forward (what CUDA graphs capture)."""
         if self.force_fp32:
             with float32_region(x.device):
                 return self.decoder(self.encoder(x.float()))

@@ -1,10 +1,11 @@
 """Where a Mamba-HoME training step spends its GPU time (run on the device after tools/gpu/install.sh).
 
 Builds nnUNetTrainerMambaHoME's network from a plans file (default: Dataset503 3d_fullres, 128^3, batch 2),
-runs training steps under fp16 autocast as nnU-Net does, and prints (1) forward CUDA time per block kind from
-CUDA events around each module, (2) the top kernels of a profiled forward+backward (both for the first
-preset and token dtype only), (3) step time and peak memory for each preset x token dtype given (the token
-dtype is set through NNUNETV2_MAMBAHOME_TOKEN_DTYPE, see `nnunetv2_mambahome.precision`).
+runs training steps under fp16 autocast as nnU-Net does, and prints for each preset x token dtype x scan
+backend x acceleration (eager / CUDA graphs, see `nnunetv2_mambahome.acceleration`): step time, GPU-busy time
+and peak memory. For the first combination also (1) forward CUDA time per block kind from CUDA events around
+each module (eager), (2) the top kernels of a profiled step, and with --check-graphs the gradients of a
+graphed step against an eager one from the same weights and input.
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from collections import defaultdict
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunetv2_mambahome.acceleration import ACCEL_ENV
+from nnunetv2_mambahome.benchmark.speed_measure import gpu_busy_ms
 from nnunetv2_mambahome.modules import GatedSpatialConv, ResidualHoMELayer, ResidualMambaLayer
 from nnunetv2_mambahome.nets.from_plans import build_from_configuration
+from nnunetv2_mambahome.ops import ENV_VAR as SCAN_ENV
 from nnunetv2_mambahome.precision import TOKEN_DTYPE_ENV
 
 
@@ -32,7 +36,7 @@ def step(net, x, opt, scaler):
     scaler.update()
 
 
-def measure(net, x, opt, scaler, warmup: int = 3, repeats: int = 7) -> list[float]:
+def measure(net, x, opt, scaler, warmup: int = 4, repeats: int = 9) -> list[float]:
     """Milliseconds of `repeats` synchronised training steps after `warmup` ones."""
     for _ in range(warmup):
         step(net, x, opt, scaler)
@@ -46,8 +50,8 @@ def measure(net, x, opt, scaler, warmup: int = 3, repeats: int = 7) -> list[floa
     return sorted(times)
 
 
-def profile(net, x, opt, scaler) -> None:
-    """Forward time per block kind (CUDA events; nested kinds counted in their own row only), then kernels."""
+def block_times(net, x) -> None:
+    """Forward time per block kind (CUDA events; nested kinds counted in their own row only; eager)."""
     acc, events = defaultdict(float), {}
     kinds = {GatedSpatialConv: "GSC", ResidualMambaLayer: "Mamba layer", ResidualHoMELayer: "HoME layer"}
     for i, stage in enumerate(net.encoder.stages):
@@ -68,10 +72,37 @@ def profile(net, x, opt, scaler) -> None:
     for (label, _), (a, b) in events.items():
         acc[label] += a.elapsed_time(b)
     print("forward ms per block:", ", ".join(f"{k} {v:.1f}" for k, v in sorted(acc.items())))
+
+
+def kernels(net, x, opt, scaler) -> None:
+    """The top kernels of two profiled steps."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        step(net, x, opt, scaler)
+        for _ in range(2):
+            step(net, x, opt, scaler)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+
+
+def grads_of_step(net, x, scaler) -> list:
+    net.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = sum(o.float().square().mean() for o in net(x))
+    scaler.scale(loss).backward()
+    return [p.grad.float().clone() for p in net.parameters()]
+
+
+def check_graphs(net, x) -> None:
+    """Gradients of a graphed step (after the 2 eager calls and the capture) vs an eager one, same weights."""
+    scaler = torch.amp.GradScaler("cuda", init_scale=1.0)
+    os.environ[ACCEL_ENV] = "eager"
+    eager = grads_of_step(net, x, scaler)
+    os.environ[ACCEL_ENV] = "graphs"
+    for _ in range(4):
+        graphed = grads_of_step(net, x, scaler)
+    num = sum((a - b).square().sum() for a, b in zip(graphed, eager)).sqrt()
+    den = sum(b.square().sum() for b in eager).sqrt()
+    print(f"graphed vs eager step: gradients norm-relative difference {(num / den).item():.2e} "
+          f"(cuDNN autotuning may pick different algorithms: expect <1e-2 under fp16)", flush=True)
 
 
 def main() -> None:
@@ -79,26 +110,37 @@ def main() -> None:
     p.add_argument("--plans", default=".gpu/data/nnUNet_preprocessed/Dataset503_MambaHoMEBrain/nnUNetPlans.json")
     p.add_argument("--presets", nargs="+", default=["paper", "light"])
     p.add_argument("--token-dtypes", nargs="+", default=["auto"], choices=["auto", "bfloat16", "float32"])
+    p.add_argument("--backends", nargs="+", default=["triton"], choices=["cuda", "triton", "torch"])
+    p.add_argument("--accels", nargs="+", default=["graphs", "eager"], choices=["graphs", "eager"])
     p.add_argument("--no-profile", action="store_true", help="only step time and peak memory")
+    p.add_argument("--check-graphs", action="store_true", help="graphed vs eager gradients of one step")
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True  # as nnU-Net's trainer
     cm = PlansManager(args.plans).get_configuration("3d_fullres")
     x = torch.randn(cm.batch_size, 1, *cm.patch_size, device="cuda")
-    for i, (preset, token_dtype) in enumerate(itertools.product(args.presets, args.token_dtypes)):
-        os.environ[TOKEN_DTYPE_ENV] = token_dtype
+    combos = itertools.product(args.presets, args.token_dtypes, args.backends, args.accels)
+    for i, (preset, token_dtype, backend, accel) in enumerate(combos):
+        os.environ.update({TOKEN_DTYPE_ENV: token_dtype, SCAN_ENV: backend, ACCEL_ENV: accel})
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         torch.manual_seed(0)
         net = build_from_configuration(cm, 1, 9, True, preset=preset).cuda()
+        if i == 0 and args.check_graphs:
+            check_graphs(net, x)
+            os.environ[ACCEL_ENV] = accel
         opt = torch.optim.SGD(net.parameters(), 1e-2, momentum=0.99, nesterov=True)
         scaler = torch.amp.GradScaler("cuda")
         times = measure(net, x, opt, scaler)
+        busy = gpu_busy_ms(lambda: step(net, x, opt, scaler))
         n = sum(p.numel() for p in net.parameters()) / 1e6
-        print(f"[{preset}, token dtype {token_dtype}] {n:.1f}M params, step median {times[len(times) // 2]:.0f} ms "
-              f"(min {times[0]:.0f}), peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
+        print(f"[{preset}, token dtype {token_dtype}, scan {backend}, {accel}] {n:.1f}M params, step median "
+              f"{times[len(times) // 2]:.1f} ms (min {times[0]:.1f}), GPU busy {busy:.1f} ms, peak "
+              f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated, "
+              f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved", flush=True)
         if i == 0 and not args.no_profile:
-            profile(net, x, opt, scaler)
+            kernels(net, x, opt, scaler)
+            block_times(net, x)  # a first no-grad call: eager whatever the mode
         del net, opt, scaler
 
 
