@@ -143,7 +143,8 @@ class GraphedForward:
         if with_grad and params:
             graphs.static_grad_outs = tuple(torch.empty_like(o) for o in static_outs)
             graphs.bwd = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graphs.bwd, pool=pool):
+            # nnU-Net runs backward outside autocast; capture it so (the caller's autocast is still on here)
+            with torch.autocast(dev, enabled=False), torch.cuda.graph(graphs.bwd, pool=pool):
                 graphs.static_grads = torch.autograd.grad(static_outs, params, grad_outputs=graphs.static_grad_outs,
                                                           allow_unused=True)
             # outputs must not carry the capture's autograd graph into user code

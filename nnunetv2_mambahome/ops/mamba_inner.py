@@ -35,7 +35,11 @@ class ConvKernel:
 
 
 class _FusedMambaInner(torch.autograd.Function):
+    """custom_fwd/custom_bwd: the backward runs under the forward's autocast state (off, inside the token
+    region), also when a caller runs backward inside autocast."""
+
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, out_proj_weight,
                 out_proj_bias, A, D, conv: ConvKernel, scan: ScanKernel, save: bool):  # type: ignore[override]
         rank, n = dt_proj_weight.shape[1], A.shape[1]
@@ -53,6 +57,7 @@ class _FusedMambaInner(torch.autograd.Function):
         return F.linear(out_z.transpose(1, 2), out_proj_weight, out_proj_bias)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dout):  # type: ignore[override]
         conv, scan = ctx.kernels
         (xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, out_proj_weight, A, D, x_dbl,

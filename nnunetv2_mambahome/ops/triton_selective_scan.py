@@ -89,7 +89,7 @@ def _scan_fwd_kernel(
     s_Ad, s_An,
     N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    FINAL: tl.constexpr, LOAD_START: tl.constexpr, SAVE_STATES: tl.constexpr,
+    FINAL: tl.constexpr, LOAD_START: tl.constexpr, SAVE_STATES: tl.constexpr, UNROLL_N: tl.constexpr,
 ):
     """One chunk x channel block x batch. FINAL=False: scan from zero, store the chunk's end state and sum of
     delta (pass 1). FINAL=True: scan from the chunk's start state (LOAD_START) and write the output (pass 3)."""
@@ -125,7 +125,7 @@ def _scan_fwd_kernel(
         else:
             dt_sum += tl.sum(dt, 1)
         tile = t0 // BLOCK_T
-        for n in tl.static_range(N):
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL_N):
             A_n = tl.load(A_ptr + offs_d * s_Ad + n * s_An, mask=mask_d, other=0.0).to(tl.float32)
             B_n = tl.load(B_ptr + pid_b * s_Bb + n * s_Bn + offs_t * s_Bl, mask=mask_t, other=0.0).to(tl.float32)
             a_cum, x_cum = tl.associative_scan((tl.exp(dt * A_n[:, None]), dtu * B_n[None, :]), 1, _combine)
@@ -182,7 +182,7 @@ def _scan_bwd_local_kernel(
     dim, L, chunk_len, n_chunks,
     s_tb, s_td, s_tl, s_Cb, s_Cn, s_Cl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_Ad, s_An,
     N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr,
-    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL_N: tl.constexpr,
 ):
     """Backward pass 1: the adjoint at each chunk's first step from a zero adjoint after the chunk, and the
     chunk's sum of delta_{t+1} (its decays as seen by the adjoint)."""
@@ -215,7 +215,7 @@ def _scan_bwd_local_kernel(
             z = tl.load(z_ptr + pid_b * s_zb + offs_d[:, None] * s_zd + offs_t[None, :] * s_zl, mask=mask,
                         other=0.0).to(tl.float32)
             dy = dy * z * _sigmoid(z)
-        for n in tl.static_range(N):
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL_N):
             A_n = tl.load(A_ptr + offs_d * s_Ad + n * s_An, mask=mask_d, other=0.0).to(tl.float32)
             C_n = tl.load(C_ptr + pid_b * s_Cb + n * s_Cn + offs_t * s_Cl, mask=offs_t < t_end,
                           other=0.0).to(tl.float32)
@@ -237,7 +237,7 @@ def _scan_bwd_kernel(
     s_Ad, s_An,
     N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    LOAD_CARRY: tl.constexpr,
+    LOAD_CARRY: tl.constexpr, UNROLL_N: tl.constexpr,
 ):
     """Backward pass 3: every gradient of one chunk x channel block x batch, tiles from the last to the first.
 
@@ -294,7 +294,7 @@ def _scan_bwd_kernel(
         dtu = dt * u
         d_dtu = tl.zeros((BLOCK_D, BLOCK_T), tl.float32)
         d_dt = tl.zeros((BLOCK_D, BLOCK_T), tl.float32)
-        for n in tl.static_range(N):
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL_N):
             A_n = tl.load(A_ptr + offs_d * s_Ad + n * s_An, mask=mask_d, other=0.0).to(tl.float32)
             B_n = tl.load(B_ptr + pid_b * s_Bb + n * s_Bn + offs_t * s_Bl, mask=mask_t, other=0.0).to(tl.float32)
             C_n = tl.load(C_ptr + pid_b * s_Cb + n * s_Cn + offs_t * s_Cl, mask=mask_t, other=0.0).to(tl.float32)
@@ -342,13 +342,13 @@ def _scan_bwd_kernel(
 # host side
 
 
-# Programs work on tiles of BLOCK_D channels x BLOCK_T steps with `num_warps` warps. Forward and backward share
-# BLOCK_T (the forward saves the state at the start of every backward tile). Chosen by measurement
-# (tools/gpu/bench_scan_backends.py, docs/BENCHMARKS.md).
+# Programs work on tiles of BLOCK_D channels x BLOCK_T steps with `num_warps` warps; the loop over the N states
+# is unrolled by `unroll` (0: fully). Forward and backward share BLOCK_T (the forward saves the state at the
+# start of every backward tile). Chosen by measurement (tools/gpu/bench_scan_backends.py, docs/BENCHMARKS.md).
 # Triton's CPU interpreter (the tests) prefers few, large tiles: its cost is per operation, not per element.
-TILES = {  # device type -> (BLOCK_T, {pass: (BLOCK_D, num_warps)})
-    "cuda": (32, {"fwd": (32, 4), "bwd": (32, 4)}),
-    "cpu": (256, {"fwd": (16, 1), "bwd": (16, 1)}),
+TILES = {  # device type -> (BLOCK_T, {pass: (BLOCK_D, num_warps, unroll)})
+    "cuda": (32, {"fwd": (32, 4, 0), "bwd": (32, 4, 0)}),
+    "cpu": (256, {"fwd": (16, 1, 1), "bwd": (16, 1, 1)}),
 }
 
 
@@ -359,7 +359,8 @@ class ScanPlan:
     def __init__(self, u: torch.Tensor, d_state: int, kind: str):
         batch, dim, length = u.shape
         self.block_t, per_pass = TILES["cuda" if u.device.type == "cuda" else "cpu"]
-        block_d, self.num_warps = per_pass[kind]
+        block_d, self.num_warps, unroll = per_pass[kind]
+        self.unroll = unroll or d_state
         self.block_d = min(block_d, triton.next_power_of_2(dim))
         self.n_dblocks = triton.cdiv(dim, self.block_d)
         self.n_tiles = triton.cdiv(length, self.block_t)
@@ -428,15 +429,14 @@ def scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
     common = (d, L, p.chunk_len, p.n_chunks, p.n_tiles, *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
               *_strides3(z, u), *out.stride(), *A.stride())
     flags = dict(N=n, NP=p.np, BLOCK_D=p.block_d, BLOCK_T=p.block_t, HAS_D=D is not None, HAS_Z=z is not None,
-                 HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus))
+                 HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), UNROLL_N=p.unroll,
+                 num_warps=p.num_warps)
     args = (u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
             delta_bias if delta_bias is not None else u, out, states if save_states else chunk_s, chunk_h, chunk_s)
     if p.n_chunks > 1:
-        _scan_fwd_kernel[grid](*args, *common, FINAL=False, LOAD_START=False, SAVE_STATES=False,
-                               num_warps=p.num_warps, **flags)
+        _scan_fwd_kernel[grid](*args, *common, FINAL=False, LOAD_START=False, SAVE_STATES=False, **flags)
         _chain(chunk_h, chunk_s, A, reverse=False)
-    _scan_fwd_kernel[grid](*args, *common, FINAL=True, LOAD_START=p.n_chunks > 1, SAVE_STATES=save_states,
-                           num_warps=p.num_warps, **flags)
+    _scan_fwd_kernel[grid](*args, *common, FINAL=True, LOAD_START=p.n_chunks > 1, SAVE_STATES=save_states, **flags)
     return out, states
 
 
@@ -469,22 +469,22 @@ def scan_bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
     dout = dout.contiguous() if dout.stride(-1) != 1 else dout
     grid = (p.n_chunks, p.n_dblocks, b)
     flags = dict(N=n, NP=p.np, BLOCK_D=p.block_d, BLOCK_T=p.block_t, HAS_Z=z is not None,
-                 HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus))
+                 HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), UNROLL_N=p.unroll,
+                 num_warps=p.num_warps)
     zz = z if z is not None else u
     bias = delta_bias if delta_bias is not None else u
     chunk_g = torch.empty((b, p.n_chunks, n, d), **f32)
     if p.n_chunks > 1:
         chunk_s = torch.empty((b, p.n_chunks, d), **f32)
         _scan_bwd_local_kernel[grid](delta, A, C, zz, bias, dout, chunk_g, chunk_s, d, L, p.chunk_len, p.n_chunks,
-                                     *delta.stride(), *C.stride(), *zz.stride(), *dout.stride(), *A.stride(),
-                                     num_warps=p.num_warps, **flags)
+                                     *delta.stride(), *C.stride(), *zz.stride(), *dout.stride(), *A.stride(), **flags)
         _chain(chunk_g, chunk_s, A, reverse=True)
     _scan_bwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else u, zz, bias, dout, states, chunk_g,
         du, ddelta, dz if dz is not None else du, out_z if out_z is not None else du, dB, dC, dA, dD, dbias,
         d, L, p.chunk_len, p.n_chunks, p.n_tiles, p.n_dblocks,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *zz.stride(), *dout.stride(), *A.stride(),
-        HAS_D=D is not None, LOAD_CARRY=p.n_chunks > 1, num_warps=p.num_warps, **flags)
+        HAS_D=D is not None, LOAD_CARRY=p.n_chunks > 1, **flags)
     return (du, ddelta, dA.sum((0, 1)).t().to(A.dtype), dB.sum(1).to(B.dtype), dC.sum(1).to(C.dtype),
             dD.sum((0, 1)).to(D.dtype) if D is not None else None,
             dbias.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None, dz, out_z)

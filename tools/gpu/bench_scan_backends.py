@@ -19,9 +19,10 @@ from nnunetv2_mambahome.ops import triton_selective_scan
 
 SHAPES = {"502": ((64, 122880), (128, 15360), (256, 1920), (320, 240)),
           "128^3": ((64, 262144), (128, 32768), (256, 4096), (320, 512))}
-# (BLOCK_T, fwd (BLOCK_D, warps), bwd (BLOCK_D, warps))
-TILE_CONFIGS = [(32, (32, 4), (32, 4)), (32, (64, 4), (32, 4)), (32, (16, 2), (16, 2)), (64, (32, 4), (16, 4)),
-                (64, (32, 8), (32, 8)), (16, (64, 4), (64, 4))]
+# (BLOCK_T, fwd (BLOCK_D, warps, unroll), bwd (BLOCK_D, warps, unroll)); unroll 0 = fully
+TILE_CONFIGS = [(32, (32, 4, 0), (32, 4, 0)), (32, (32, 4, 1), (32, 4, 1)), (64, (32, 4, 1), (16, 4, 1)),
+                (64, (32, 8, 0), (32, 8, 0)), (128, (16, 4, 1), (16, 4, 1)), (32, (64, 4, 1), (64, 8, 1)),
+                (16, (64, 4, 0), (64, 4, 0))]
 
 
 def time_mixer(mixer, x, autocast: bool, repeats: int = 7) -> tuple[float, float]:
@@ -64,7 +65,7 @@ def main() -> None:
                     print(f"{plans:>6} {d_model:>7} {length:>7} {'bf16' if autocast else 'fp32':>9} {backend:>7} "
                           f"{ms:>11.2f} {mib:>9.0f}", flush=True)
     if args.sweep:
-        print("\nTriton tile configurations (BLOCK_T, fwd (BLOCK_D, warps), bwd (BLOCK_D, warps)), bf16 policy")
+        print("\nTriton tile configurations (BLOCK_T, fwd (BLOCK_D, warps, unroll), bwd (...)), bf16 policy")
         default = dict(triton_selective_scan.TILES)
         for config in TILE_CONFIGS:
             block_t, fwd, bwd = config

@@ -58,7 +58,7 @@ for path in sorted(FIXTURES.glob("*.pt")):
         params = dict(module.named_parameters())
         worst = max((params[k].grad.cpu() - g).abs().max().item() for k, g in ref_grads.items())
         report(f"{path.stem}[{backend}] grad_state_dict", worst, 10 * round_up_1sig(c_grad * max_ref))
-os.environ.pop("NNUNETV2_MAMBAHOME_SCAN")
+os.environ.pop("NNUNETV2_MAMBAHOME_SCAN", None)
 
 # cross-backend at the network's sequence lengths: 128^3 patch (stages 1..5: 64^3 .. 4^3 tokens) and the
 # Dataset502 plans (80x96x128 patch: 40x48x64 .. 5x6x8)
@@ -126,7 +126,7 @@ for d_model, length, group, experts in ((64, 262144, 2048, 4), (320, 512, 128, 1
             report(f"{tag} branch output (rel)", nrel(o16, o32), 2e-2)
             report(f"{tag} grad_input (rel)", nrel(g16, g32), 2e-2)
             report(f"{tag} param grads (rel)", nrel(p16, p32), 5e-2)
-os.environ.pop("NNUNETV2_MAMBAHOME_SCAN")
+os.environ.pop("NNUNETV2_MAMBAHOME_SCAN", None)
 
 print(f"{len(failures)} failed" if failures else "all within tolerance")
 sys.exit(1 if failures else 0)

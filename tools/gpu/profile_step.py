@@ -111,7 +111,8 @@ def main() -> None:
     p.add_argument("--presets", nargs="+", default=["paper", "light"])
     p.add_argument("--token-dtypes", nargs="+", default=["auto"], choices=["auto", "bfloat16", "float32"])
     p.add_argument("--backends", nargs="+", default=["triton"], choices=["cuda", "triton", "torch"])
-    p.add_argument("--accels", nargs="+", default=["graphs", "eager"], choices=["graphs", "eager"])
+    p.add_argument("--accels", nargs="+", default=["graphs", "eager"], choices=["graphs", "eager", "compile-graphs"],
+                   help="compile-graphs: torch.compile of the eager forward, replayed as CUDA graphs (experiment)")
     p.add_argument("--no-profile", action="store_true", help="only step time and peak memory")
     p.add_argument("--check-graphs", action="store_true", help="graphed vs eager gradients of one step")
     args = p.parse_args()
@@ -120,18 +121,24 @@ def main() -> None:
     x = torch.randn(cm.batch_size, 1, *cm.patch_size, device="cuda")
     combos = itertools.product(args.presets, args.token_dtypes, args.backends, args.accels)
     for i, (preset, token_dtype, backend, accel) in enumerate(combos):
-        os.environ.update({TOKEN_DTYPE_ENV: token_dtype, SCAN_ENV: backend, ACCEL_ENV: accel})
+        os.environ.update({TOKEN_DTYPE_ENV: token_dtype, SCAN_ENV: backend,
+                           ACCEL_ENV: "graphs" if accel == "compile-graphs" else accel})
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         torch.manual_seed(0)
         net = build_from_configuration(cm, 1, 9, True, preset=preset).cuda()
+        if accel == "compile-graphs":
+            net.__dict__["_forward"] = torch.compile(net._forward)
+            t0 = time.perf_counter()
         if i == 0 and args.check_graphs:
             check_graphs(net, x)
             os.environ[ACCEL_ENV] = accel
         opt = torch.optim.SGD(net.parameters(), 1e-2, momentum=0.99, nesterov=True)
         scaler = torch.amp.GradScaler("cuda")
         times = measure(net, x, opt, scaler)
+        if accel == "compile-graphs":
+            print(f"compile + capture + warm-up: {time.perf_counter() - t0:.0f} s", flush=True)
         busy = gpu_busy_ms(lambda: step(net, x, opt, scaler))
         n = sum(p.numel() for p in net.parameters()) / 1e6
         print(f"[{preset}, token dtype {token_dtype}, scan {backend}, {accel}] {n:.1f}M params, step median "
