@@ -7,16 +7,23 @@
 nnU-Net's switch `nnUNet_compile` stays the master switch: set to false it means eager, as for stock nnU-Net.
 NNUNETV2_MAMBAHOME_ACCEL=auto|graphs|compile|eager chooses among them (auto = graphs). CPUs always run eager,
 and so do multi-process (DDP) runs: graph replay under DistributedDataParallel has not been verified on a
-multi-GPU machine yet, so it is not switched on there.
+multi-GPU machine yet, so it is not switched on there. `auto` also keeps networks whose scan runs on a backend
+other than `cuda` eager: with the Triton scan, capture inside nnU-Net's training step failed on the H200
+(docs/BENCHMARKS.md) and the eager fallback then crashed, so graphs are only the default where they were
+verified end to end (mamba-ssm's kernels); NNUNETV2_MAMBAHOME_ACCEL=graphs still forces them.
 """
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import torch
 
+from .ops import resolve_backend
+
 ACCEL_ENV = "NNUNETV2_MAMBAHOME_ACCEL"
 MODES = ("auto", "graphs", "compile", "eager")
+GRAPH_VERIFIED_BACKENDS = ("cuda",)  # scan backends whose graph replay was verified inside nnU-Net's train_step
 
 
 class AccelerationError(ValueError):
@@ -41,23 +48,38 @@ def _distributed() -> bool:
         torch.distributed.get_world_size() > 1
 
 
-def acceleration_mode(device: torch.device) -> str:
-    """graphs, compile or eager for a network running on `device` now (see the module docstring)."""
+def _eager_reason(device: torch.device, scan_backend: Optional[str]) -> Optional[str]:
+    """Why a network on `device` runs eagerly, or None when it may use graphs/compile."""
     requested = requested_mode()
-    if torch.device(device).type != "cuda" or nnunet_compile_disabled() or requested == "eager":
-        return "eager"
+    if torch.device(device).type != "cuda":
+        return "CPU"
+    if nnunet_compile_disabled():
+        return "nnUNet_compile=f"
+    if requested == "eager":
+        return f"{ACCEL_ENV}=eager"
     if requested == "compile":
-        return "compile"
-    return "eager" if _distributed() else "graphs"
+        return None
+    if _distributed():
+        return "DDP (graphs not verified there)"
+    backend = resolve_backend(device, scan_backend).name
+    if requested == "auto" and backend not in GRAPH_VERIFIED_BACKENDS:
+        return f"scan backend {backend}: graphs not verified with it inside nnU-Net's training step"
+    return None
 
 
-def describe_acceleration(device: torch.device) -> str:
+def acceleration_mode(device: torch.device, scan_backend: Optional[str] = None) -> str:
+    """graphs, compile or eager for a network on `device` whose mixers use `scan_backend` (None: the
+    environment's / auto); see the module docstring."""
+    if _eager_reason(device, scan_backend) is not None:
+        return "eager"
+    return "compile" if requested_mode() == "compile" else "graphs"
+
+
+def describe_acceleration(device: torch.device, scan_backend: Optional[str] = None) -> str:
     """One line for training logs."""
-    mode = acceleration_mode(device)
-    if mode == "graphs":
-        return "CUDA graphs (captured after 2 eager calls per input shape)"
-    if mode == "compile":
+    why = _eager_reason(device, scan_backend)
+    if why is not None:
+        return f"eager ({why})"
+    if requested_mode() == "compile":
         return "torch.compile (nnU-Net's)"
-    why = ("CPU" if torch.device(device).type != "cuda" else "nnUNet_compile=f" if nnunet_compile_disabled()
-           else f"{ACCEL_ENV}=eager" if requested_mode() == "eager" else "DDP (graphs not verified there)")
-    return f"eager ({why})"
+    return "CUDA graphs (captured after 2 eager calls per input shape)"

@@ -21,10 +21,20 @@ def test_policy_on_cpu_is_eager(monkeypatch) -> None:
 
 
 def test_policy_on_cuda(monkeypatch) -> None:
+    from nnunetv2_mambahome import acceleration
+    from nnunetv2_mambahome.ops import ScanBackend
+
     cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(acceleration, "resolve_backend", lambda device, explicit=None: ScanBackend(
+        explicit or "cuda", "", None, None))
     monkeypatch.delenv(ACCEL_ENV, raising=False)
     monkeypatch.delenv("nnUNet_compile", raising=False)
     assert acceleration_mode(cuda) == "graphs"
+    # graphs are the default only with the backend they were verified with inside nnU-Net's train_step
+    assert acceleration_mode(cuda, "triton") == "eager" and "triton" in describe_acceleration(cuda, "triton")
+    monkeypatch.setenv(ACCEL_ENV, "graphs")
+    assert acceleration_mode(cuda, "triton") == "graphs"
+    monkeypatch.delenv(ACCEL_ENV)
     monkeypatch.setenv("nnUNet_compile", "f")  # nnU-Net's master switch
     assert acceleration_mode(cuda) == "eager" and "nnUNet_compile=f" in describe_acceleration(cuda)
     monkeypatch.setenv("nnUNet_compile", "t")

@@ -99,6 +99,7 @@ class MambaHoMEUNet(AbstractDynamicNetworkArchitectures):
         self.rule = MambaHoMERule.from_dict(mamba_home)
         self.input_channels = input_channels
         self.force_fp32 = force_fp32
+        self.scan_backend = scan_backend
         self.encoder = MambaHoMEEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                                         n_conv_per_stage, n_blocks_per_stage, self.rule.stage_configs(n_stages),
                                         conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin,
@@ -113,7 +114,8 @@ class MambaHoMEUNet(AbstractDynamicNetworkArchitectures):
         if x.shape[1] != self.input_channels:
             raise ValueError(f"MambaHoMEUNet was built for {self.input_channels} input channel(s), got a tensor with "
                              f"{x.shape[1]} (shape {tuple(x.shape)})")
-        if x.is_cuda and not torch.compiler.is_compiling() and acceleration_mode(x.device) == "graphs":
+        if x.is_cuda and not torch.compiler.is_compiling() and \
+                acceleration_mode(x.device, self.scan_backend) == "graphs":
             return graphed(self, self._forward)(x)
         return self._forward(x)
 
