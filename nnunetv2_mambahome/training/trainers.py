@@ -4,8 +4,8 @@ Recipe: nnU-Net's own (SGD 1e-2, poly LR, deep supervision, 1000 x 250 iteration
 GradScaler) so that results compare one-to-one with `nnUNetTrainer`; only the network differs. Inside
 autocast the token path never runs in float16: its Mamba layers compute in bfloat16 (where the GPU has it),
 its residual stream, scan state and HoME routing in float32 (see `nnunetv2_mambahome.precision`);
-`_noAMP` variants run everything in float32. torch.compile is off: mamba-ssm's kernels are not traceable by
-Dynamo and the chunked torch scan's Python loops compile slowly for no gain.
+`_noAMP` variants run everything in float32. On GPUs the network replays CUDA graphs instead of nnU-Net's
+torch.compile (see `nnunetv2_mambahome.acceleration`).
 """
 from __future__ import annotations
 
