@@ -348,7 +348,7 @@ def _scan_bwd_kernel(
 # Triton's CPU interpreter (the tests) prefers few, large tiles: its cost is per operation, not per element.
 TILES = {  # device type -> (BLOCK_T, {pass: (BLOCK_D, num_warps, unroll)})
     "cuda": (32, {"fwd": (32, 4, 1), "bwd": (32, 4, 1)}),
-    "cpu": (256, {"fwd": (16, 1, 1), "bwd": (16, 1, 1)}),
+    "cpu": (512, {"fwd": (16, 1, 1), "bwd": (16, 1, 1)}),
 }
 
 
