@@ -140,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
         if not ours:
             raise InputError(f"{target} was not written by write-plans (no MambaHoMEUNet configuration): --force "
                              "replaces only plans written by write-plans; choose another --name")
-    plans = convert_plans(json.loads(source.read_text()), args.preset, dict(args.overrides), name)
+    try:
+        source_plans = json.loads(source.read_text())
+    except ValueError as exc:
+        raise InputError(f"{source} is not a JSON plans file ({exc})") from None
+    plans = convert_plans(source_plans, args.preset, dict(args.overrides), name)
     with replaced_atomically(target) as temporary:
         Path(temporary).write_text(json.dumps(plans, indent=2))
     print(f"wrote {target}\ntrain with: nnUNetv2_train {args.dataset} 3d_fullres FOLD -p {name} -tr nnUNetTrainerMambaHoME")
