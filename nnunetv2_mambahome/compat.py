@@ -123,10 +123,15 @@ def load_reference_module(fixture: Mapping[str, Any]) -> nn.Module:
     return module.eval()
 
 
+def is_official_state_dict(state_dict: Any) -> bool:
+    """Whether `state_dict` holds the official MambaHoME network's weights (its output head's key)."""
+    return isinstance(state_dict, Mapping) and _OFFICIAL_HEAD in state_dict
+
+
 def official_state_dict(checkpoint: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
     """The official network weights in a train.py checkpoint ({"model": state_dict, ...}) or a bare state_dict."""
     state_dict = checkpoint.get("model", checkpoint)
-    if _OFFICIAL_HEAD not in state_dict:
+    if not is_official_state_dict(state_dict):
         raise KeyError(f"not an official Mamba-HoME checkpoint: no {_OFFICIAL_HEAD!r} under 'model' or at the top level")
     return state_dict
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,15 +17,26 @@ import SimpleITK as sitk
 
 from .benchmark.report import markdown_table
 from .metrics import dice
+from .settings import InputError, check_device
 
 
-def predict_untrained(dataset: str, trainer_name: str, images: Path, out: Path, device: str, seed: int = 0) -> None:
+def find_trainer(name: str) -> type:
+    """nnU-Net's trainer class `name` (searched as nnUNetv2_train does); InputError if there is none."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    try:
+        return recursive_find_trainer_class_by_name(name)
+    except RuntimeError:
+        raise InputError(f"-tr {name}: no such trainer in nnU-Net or nnUNet_extTrainer "
+                         "(export nnUNet_extTrainer=$(nnunetv2-mambahome trainer-path))") from None
+
+
+def predict_untrained(dataset: str, trainer: type, images: Path, out: Path, device: str, seed: int = 0) -> None:
     """Run nnU-Net's predictor with the trainer's freshly initialised network (the 'untrained' baseline)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -32,7 +44,6 @@ def predict_untrained(dataset: str, trainer_name: str, images: Path, out: Path, 
     plans_manager = PlansManager(str(folder / "nnUNetPlans.json"))
     dataset_json = json.loads((folder / "dataset.json").read_text())
     cm = plans_manager.get_configuration("3d_fullres")
-    trainer = recursive_find_trainer_class_by_name(trainer_name)
     torch.manual_seed(seed)
     net = trainer.build_network_architecture(plans_manager, cm,
                                              determine_num_input_channels(plans_manager, cm, dataset_json),
@@ -40,7 +51,7 @@ def predict_untrained(dataset: str, trainer_name: str, images: Path, out: Path, 
                                              enable_deep_supervision=False)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 device=torch.device(device), verbose=False, allow_tqdm=False)
-    predictor.manual_initialization(net, plans_manager, cm, [net.state_dict()], dataset_json, trainer_name, None)
+    predictor.manual_initialization(net, plans_manager, cm, [net.state_dict()], dataset_json, trainer.__name__, None)
     predictor.predict_from_files(str(images), str(out), save_probabilities=False, overwrite=True,
                                  num_processes_preprocessing=1, num_processes_segmentation_export=1)
 
@@ -127,18 +138,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, type=Path, help="folder of nnUNetv2_predict outputs for imagesTs")
     parser.add_argument("-tr", "--trainer", required=True, help="trainer used for training (for the baseline)")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--started", type=float, default=None, help="unix time the demo started (for wall time)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from nnunetv2.paths import nnUNet_raw
+def check_inputs(dataset: str, pred: Path) -> Path:
+    """The raw dataset folder, once everything the report reads exists (before the untrained network predicts):
+    nnUNet_raw/<dataset> with imagesTs, labelsTs and dataset.json, the plans, and a prediction per test case."""
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    raw = Path(nnUNet_raw) / maybe_convert_to_dataset_name(args.dataset)
+    for var in ("nnUNet_raw", "nnUNet_preprocessed"):
+        if not os.environ.get(var):
+            raise InputError(f"{var} is not set: export {var}=/path/to/{var}")
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"-d {dataset}: {str(exc).split('. ')[0]}") from None
+    raw = Path(os.environ["nnUNet_raw"]) / name
+    plans = Path(os.environ["nnUNet_preprocessed"]) / name / "nnUNetPlans.json"
+    for path in (raw / "dataset.json", raw / "imagesTs", plans):
+        if not path.exists():
+            raise InputError(f"{path} not found: the report needs the raw dataset with its held-out imagesTs/labelsTs "
+                             "and nnUNetv2_plan_and_preprocess run on it")
+    cases = sorted(p.name for p in (raw / "labelsTs").glob("*.nii.gz"))
+    if not cases:
+        raise InputError(f"no held-out labels (*.nii.gz) in {raw / 'labelsTs'}: the report compares predictions "
+                         "with them")
+    if not pred.is_dir():
+        raise InputError(f"--pred {pred}: folder not found (nnUNetv2_predict -i {raw / 'imagesTs'} -o {pred} ...)")
+    missing = [c for c in cases if not (pred / c).is_file()]
+    if missing:
+        raise InputError(f"--pred {pred} has no prediction for {len(missing)} of {len(cases)} held-out case(s) "
+                         f"(e.g. {missing[0]}); predict imagesTs into it first")
+    return raw
+
+
+def run(args: argparse.Namespace) -> int:
+    check_device(args.device)
+    raw = check_inputs(args.dataset, args.pred)
+    trainer = find_trainer(args.trainer)
     untrained = args.out / "untrained_predictions"
     print(f"[demo-report] predicting held-out cases with the untrained network -> {untrained}")
-    predict_untrained(args.dataset, args.trainer, raw / "imagesTs", untrained, args.device)
+    predict_untrained(args.dataset, trainer, raw / "imagesTs", untrained, args.device)
     wall = time.time() - args.started if args.started else None
     report = write_report(raw, args.pred, untrained, args.out, args.trainer, wall)
     print(report.read_text())

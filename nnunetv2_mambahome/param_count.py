@@ -12,6 +12,7 @@ import re
 import torch
 
 from .nets.paper_net import PAPER_CONFIG, MambaHoMEPaperNet
+from .settings import int_at_least
 
 # (part, regex on parameter names of MambaHoMEPaperNet); every parameter falls in exactly one part.
 PARTS: list[tuple[str, str]] = [
@@ -47,8 +48,9 @@ def paper_parameter_counts(classes: int = 13, in_channels: int = 1, home_out_lin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--classes", type=int, default=13, help="output classes incl. background (default: 13)")
-    parser.add_argument("--in-channels", type=int, default=1, help="input channels (default: 1)")
+    parser.add_argument("--classes", type=int_at_least(1), default=13,
+                        help="output classes incl. background (default: 13)")
+    parser.add_argument("--in-channels", type=int_at_least(1), default=1, help="input channels (default: 1)")
 
 
 def run(args: argparse.Namespace) -> int:

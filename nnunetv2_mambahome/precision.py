@@ -49,12 +49,17 @@ def token_dtype(device: torch.device) -> torch.dtype:
     return autocast_token_dtype(device) if torch.is_autocast_enabled(device.type) else torch.float32
 
 
-def autocast_token_dtype(device: torch.device) -> torch.dtype:
-    """The token dtype under autocast on `device`: bfloat16 where native, unless the environment says float32."""
+def validate_token_dtype_env() -> str:
+    """The NNUNETV2_MAMBAHOME_TOKEN_DTYPE choice (`auto` when unset); ValueError naming the allowed values if unknown."""
     choice = os.environ.get(TOKEN_DTYPE_ENV, "auto").strip().lower() or "auto"
     if choice not in _CHOICES:
         raise ValueError(f"{TOKEN_DTYPE_ENV}={choice!r}: use one of {sorted(_CHOICES)}")
-    wanted = _CHOICES[choice]
+    return choice
+
+
+def autocast_token_dtype(device: torch.device) -> torch.dtype:
+    """The token dtype under autocast on `device`: bfloat16 where native, unless the environment says float32."""
+    wanted = _CHOICES[validate_token_dtype_env()]
     if wanted == torch.float32:
         return torch.float32
     if _bfloat16_native(device.type, device.index):

@@ -211,11 +211,11 @@ def test_cli_make_dataset(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Dataset903_CliBrain" in out and "imagesTr: 1 cases" in out
     assert json.loads((tmp_path / "Dataset903_CliBrain" / "dataset.json").read_text())["mambahome"]["spacing"] == 4.0
-    assert main(args) == 1
+    assert main(args) == 2  # bad input: the dataset exists
     assert "--force" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
     monkeypatch.delenv("nnUNet_raw", raising=False)
-    assert main(["make-dataset", "abdomen"]) == 1
+    assert main(["make-dataset", "abdomen"]) == 2
     assert "nnUNet_raw" in capsys.readouterr().err
 
 

@@ -10,7 +10,8 @@ from nnunetv2_mambahome.nets.from_plans import PlansNotSupportedError
 from nnunetv2_mambahome.nets.paper_net import MambaHoMEPaperNet
 from nnunetv2_mambahome.training.cosine_lr import CosineAnnealingScheduler
 from nnunetv2_mambahome.training.paper_trainers import check_paper_patch_size
-from nnunetv2_mambahome.training.pretrained import HEAD_PREFIX, install_official_checkpoint_support
+from nnunetv2_mambahome.training.pretrained import (HEAD_PREFIX, PretrainedWeightsError,
+                                                     install_pretrained_weights_support)
 
 
 def test_cosine_schedule_matches_torch_per_epoch() -> None:
@@ -48,7 +49,7 @@ def test_pretrained_weights_accepts_official_checkpoints(tmp_path, fixture_dir) 
     fx = load_fixture("net")
     official = tmp_path / "official.pt"
     torch.save({"model": fx["state_dict"], "optimizer": {}}, official)
-    install_official_checkpoint_support()
+    install_pretrained_weights_support()
     torch.manual_seed(1)
     net = MambaHoMEPaperNet.from_reference_kwargs(_official_kwargs(fx, out_chans=5))
     head_before = {k: v.clone() for k, v in net.state_dict().items() if k.startswith(HEAD_PREFIX)}
@@ -71,10 +72,10 @@ def test_pretrained_weights_accepts_official_checkpoints(tmp_path, fixture_dir) 
 def test_pretrained_weights_rejects_foreign_files(tmp_path) -> None:
     bad = tmp_path / "bad.pt"
     torch.save({"model": {"some.weight": torch.zeros(1)}}, bad)
-    install_official_checkpoint_support()
+    install_pretrained_weights_support()
     from nnunetv2.run import run_training
 
     net = MambaHoMEPaperNet(depths=(1, 1, 1, 1), feat_size=(8, 16, 24, 32), hidden_size=48,
                             experts_list=(2, 2, 2, 2), group_list=(64, 64, 64, 64))
-    with pytest.raises(KeyError, match="not an official Mamba-HoME checkpoint"):
+    with pytest.raises(PretrainedWeightsError, match=r"does not fit MambaHoMEPaperNet: (\d+) of the network's \1 tensors missing"):
         run_training.load_pretrained_weights(net, str(bad))

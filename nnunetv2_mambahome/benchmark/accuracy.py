@@ -2,7 +2,9 @@
 
 Sets are nnU-Net model folders (`--results NAME=PATH`, their cross-validation predictions in
 `fold_<k>/validation`) or plain prediction folders (`--pred NAME=DIR --labels DIR`, e.g. held-out test
-predictions). Classes and their names come from dataset.json; spacing comes from each reference file.
+predictions). Classes and their names come from dataset.json; spacing comes from each reference file, and every
+prediction must lie on its reference's grid (shape, spacing, origin and direction, with the tolerances of
+`accuracy_inputs`).
 Needs the `report` extra (scipy, matplotlib).
 """
 from __future__ import annotations
@@ -19,7 +21,9 @@ import numpy as np
 from nnunetv2_mambahome.benchmark.accuracy_inputs import (
     AccuracyInputError,
     LabelClass,
+    SPACING_RTOL,
     PredictionSet,
+    check_same_grid,
     find_dataset_json,
     load_dataset_json,
     prediction_set,
@@ -29,6 +33,7 @@ from nnunetv2_mambahome.benchmark.accuracy_inputs import (
 from nnunetv2_mambahome.benchmark.accuracy_report import write_accuracy_report
 from nnunetv2_mambahome.benchmark.accuracy_stats import CaseResult
 from nnunetv2_mambahome.metrics import dice, surface_metrics
+from nnunetv2_mambahome.settings import EXIT_BAD_INPUT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate(sets, classes, args.nsd_tolerance, args.num_processes)
     except AccuracyInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     report = write_accuracy_report(args.out, sets, classes, results, compare, args.nsd_tolerance, dataset_json)
     print(f"wrote {report}")
     return 0
@@ -111,10 +116,11 @@ def evaluate_case(
     ref, spacing = read_segmentation(ref_path)
     if pred.shape != ref.shape:
         raise AccuracyInputError(f"{pred_path} has shape {pred.shape} but its reference {ref_path} has {ref.shape}")
-    if not np.allclose(pred_spacing, spacing, rtol=1e-3, atol=0):
+    if not np.allclose(pred_spacing, spacing, rtol=SPACING_RTOL, atol=0):
         raise AccuracyInputError(
             f"{pred_path} has spacing {pred_spacing} (z, y, x) but its reference {ref_path} has {spacing}"
         )
+    check_same_grid(pred_path, ref_path)
     out = []
     for c in classes:
         p, r = np.isin(pred, c.values), np.isin(ref, c.values)

@@ -58,6 +58,42 @@ def read_segmentation(path: Path) -> tuple[np.ndarray, tuple[float, float, float
     return array, spacing
 
 
+# How far a prediction's grid may be from its reference's and still be the same grid: spacing within this
+# relative difference, origins within this fraction of the reference voxel size per axis, direction cosines
+# within this absolute difference (float32 rounding in NIfTI headers is ~1e-5 mm; a misplaced prediction is
+# off by voxels).
+SPACING_RTOL = 1e-3
+ORIGIN_TOLERANCE_VOXELS = 0.05
+DIRECTION_TOLERANCE = 1e-3
+
+
+def read_geometry(path: Path) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """(origin, direction, spacing) in SimpleITK's (x, y, z) convention, from the header only."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader.GetOrigin(), reader.GetDirection(), reader.GetSpacing()
+
+
+def check_same_grid(pred_path: Path, ref_path: Path) -> None:
+    """AccuracyInputError unless the prediction's origin and direction match its reference's (tolerances above).
+
+    Shape and spacing are compared on the arrays; a prediction in the right shape but the wrong place (origin
+    hundreds of mm off, flipped axes) would otherwise be scored as if it were aligned."""
+    origin, direction, _ = read_geometry(pred_path)
+    ref_origin, ref_direction, ref_spacing = read_geometry(ref_path)
+    off = np.abs(np.subtract(origin, ref_origin))
+    if np.any(off > ORIGIN_TOLERANCE_VOXELS * np.asarray(ref_spacing)):
+        raise AccuracyInputError(f"{pred_path} has origin {tuple(round(o, 3) for o in origin)} mm (x, y, z) but its "
+                                 f"reference {ref_path} has {tuple(round(o, 3) for o in ref_origin)}: "
+                                 f"off by more than {ORIGIN_TOLERANCE_VOXELS:g} voxel")
+    if np.max(np.abs(np.subtract(direction, ref_direction))) > DIRECTION_TOLERANCE:
+        raise AccuracyInputError(f"{pred_path} has direction {tuple(round(d, 4) for d in direction)} but its "
+                                 f"reference {ref_path} has {tuple(round(d, 4) for d in ref_direction)}")
+
+
 def load_dataset_json(path: Path) -> tuple[list[LabelClass], str]:
     """Foreground classes (label or region, with names) and the file ending from an nnU-Net dataset.json."""
     try:

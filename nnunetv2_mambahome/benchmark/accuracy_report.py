@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnunetv2_mambahome import __version__
-from nnunetv2_mambahome.benchmark.accuracy_inputs import LabelClass, PredictionSet
+from nnunetv2_mambahome.benchmark.accuracy_inputs import (
+    DIRECTION_TOLERANCE,
+    ORIGIN_TOLERANCE_VOXELS,
+    SPACING_RTOL,
+    LabelClass,
+    PredictionSet,
+)
 from nnunetv2_mambahome.benchmark.accuracy_stats import (
     METRICS,
     CaseResult,
@@ -130,7 +136,9 @@ def _markdown(
         ]
     else:
         parts.append("n/a: a paired test needs two sets.\n")
-    parts += ["## Conventions\n", _CONVENTIONS.format(tolerance=tolerance_mm)]
+    parts += ["## Conventions\n", _CONVENTIONS.format(tolerance=tolerance_mm, spacing_rtol=SPACING_RTOL,
+                                                    origin_voxels=ORIGIN_TOLERANCE_VOXELS,
+                                                    direction=DIRECTION_TOLERANCE)]
     return "\n".join(parts)
 
 
@@ -178,4 +186,6 @@ _CONVENTIONS = """\
 - std is the sample standard deviation (ddof = 1) over cases; "Mean over classes" is the mean ± std over
   cases of each case's mean over classes. Per-case values of every class are in `per_case.csv`.
 - The paired test needs at least 6 paired cases (with fewer, a two-sided p < 0.05 is impossible).
+- Every prediction was checked to lie on its reference's grid: same shape, spacing (relative {spacing_rtol:g}), origin
+  (within {origin_voxels:g} voxel per axis) and direction (cosines within {direction:g}).
 """

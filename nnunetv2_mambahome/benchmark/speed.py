@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
+from ..settings import EXIT_BAD_INPUT, InputError, check_device, check_environment
 from .speed_measure import (gpu_busy_ms, inference_seconds, inference_volume, median, peak_memory_mib,
                             time_round_robin, train_step_seconds)
 from .speed_report import SetupResult, add_ratios, write_speed_report
 from .speed_setup import (STOCK_TRAINER, Setup, SpeedInputError, Workload, build_trainer, configuration_defaults,
-                          dataset_dir, pair_setups, parameter_count, random_batch,
+                          dataset_dir, load_plans, pair_setups, parameter_count, random_batch,
                           unwrapped_network)
 
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--plans", nargs="+", metavar="PLANS",
                         help="plans identifiers, one for all trainers or one per trainer (default nnUNetPlans)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cuda or cpu (default: cuda when available)")
+                        help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--iters", type=int, default=20, help="timed training iterations per setup (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed warm-up iterations per setup (default 5)")
     parser.add_argument("--patch-size", type=int, nargs="+", metavar="N",
@@ -65,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
         _check_counts(args)
         reference = next((s for s in setups if s.trainer == STOCK_TRAINER), setups[0])
         workload = _workload(args, folder, reference)
+        _check_inference_input(args, folder, setups[0], workload)
         print(f"benchmark speed: {folder.name} {workload.configuration} on {workload.device}, patch "
               f"{list(workload.patch_size)}, batch {workload.batch_size}; reference {reference.label}")
         workload.apply_threads()
         results = measure_setups(setups, workload, args)
-    except SpeedInputError as exc:
+    except (SpeedInputError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     ref = next(r for r in results if r.label == reference.label)
     add_ratios(results, ref)
     md = write_speed_report(args.out, results, ref, _meta(args, folder, workload))
@@ -154,10 +156,35 @@ def _workload(args: argparse.Namespace, folder: Path, reference: Setup) -> Workl
         if len(args.patch_size) != len(patch):
             raise SpeedInputError(f"--patch-size needs {len(patch)} numbers for {args.configuration}")
         patch = tuple(args.patch_size)
-    device = args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpeedInputError("--device cuda but torch sees no CUDA device")
-    return Workload(str(folder), args.configuration, device, patch, args.batch_size or batch, args.threads)
+    device = check_device(args.device)
+    check_environment(device)  # NNUNETV2_MAMBAHOME_* as the trainers check them, before any setup is built
+    return Workload(str(folder), args.configuration, args.device, patch, args.batch_size or batch, args.threads)
+
+
+def _check_inference_input(args: argparse.Namespace, folder: Path, first: Setup, workload: Workload) -> None:
+    """--inference-shape has the patch's rank, --inference-case is a preprocessed case of the first setup's
+    plans (the volume every setup is timed on): checked before any timing, not after it."""
+    if args.no_inference:
+        return
+    rank = len(workload.patch_size)
+    if args.inference_shape is not None and (len(args.inference_shape) != rank or min(args.inference_shape) < 1):
+        raise SpeedInputError(f"--inference-shape {' '.join(map(str, args.inference_shape))} is not allowed: give "
+                              f"{rank} positive sizes for {workload.configuration}, e.g. "
+                              f"{' '.join(map(str, workload.patch_size))}")
+    if args.inference_case is not None:
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        plans = PlansManager(load_plans(folder, first.plans))
+        data = folder / plans.get_configuration(workload.configuration).data_identifier
+        try:
+            cases = sorted(infer_dataset_class(str(data)).get_identifiers(str(data)))
+        except (AssertionError, KeyError, OSError):  # no folder, or no files nnU-Net recognises
+            cases = []
+        if args.inference_case not in cases:
+            shown = ", ".join(cases[:5]) + (", ..." if len(cases) > 5 else "") if cases else "none"
+            raise SpeedInputError(f"--inference-case {args.inference_case!r} is not a preprocessed case in {data} "
+                                  f"(cases: {shown}); run nnUNetv2_plan_and_preprocess, or use --inference-shape")
 
 
 def _meta(args: argparse.Namespace, folder: Path, workload: Workload) -> dict:

@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from nnunetv2_mambahome.datasets import augment, sources
-from nnunetv2_mambahome.datasets.nnunet_raw import Case, dataset_folder, resolve_raw_dir, write_dataset
+from nnunetv2_mambahome.datasets.nnunet_raw import Case, check_grid, dataset_folder, resolve_raw_dir, write_dataset
 
 ABDOMEN_ORGANS = ("spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
                   "aorta", "inferior_vena_cava")
@@ -80,7 +80,7 @@ class AbdomenSource:
 def load_abdomen_sources(spacing: float = 3.0, cache: Optional[Path] = None) -> dict[str, AbdomenSource]:
     """Load the CT and MR reference cases (fetching the sdist once) with labels remapped to ABDOMEN_LABELS."""
     root = sources.totalsegmentator_files(cache)
-    loaded = {}
+    loaded, extents = {}, []
     for modality, (image_file, seg_file, task) in ABDOMEN_SOURCES.items():
         img, seg = nib.load(str(root / image_file)), nib.load(str(root / seg_file))
         if img.shape != seg.shape or not np.allclose(img.affine, seg.affine, atol=1e-3):
@@ -91,6 +91,8 @@ def load_abdomen_sources(spacing: float = 3.0, cache: Optional[Path] = None) -> 
         lo, hi = augment.world_box(img.affine, (0, 0, 0), np.array(img.shape) - 1)
         loaded[modality] = AbdomenSource(modality, image, labels, img.affine, augment.Grid.covering(lo, hi, spacing),
                                          (float(image.min()), float(image.max())))
+        extents.append(hi - lo)
+    check_grid(spacing, [s.grid.shape for s in loaded.values()], extents)
     return loaded
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunetv2_mambahome.datasets import augment, sources
-from nnunetv2_mambahome.datasets.nnunet_raw import Case, dataset_folder, resolve_raw_dir, write_dataset
+from nnunetv2_mambahome.datasets.nnunet_raw import Case, check_grid, dataset_folder, resolve_raw_dir, write_dataset
 
 # class name -> AAL region-name prefixes (names are like "Frontal_Sup_Orb_L", "Vermis_4_5").
 AAL_GROUPS: dict[str, tuple[str, ...]] = {
@@ -87,10 +87,6 @@ def load_brain_template(spacing: float = 1.5, crop: str = "head", cache: Optiona
         lut[index] = cls
     labels = lut[aal_ids]
     value_range = (float(image.min()), float(image.max()))
-    src_spacing = np.linalg.norm(t1.affine[:3, :3], axis=0)
-    sigma = 0.5 * np.sqrt(np.maximum((spacing / src_spacing) ** 2 - 1.0, 0.0))  # anti-aliasing
-    if np.any(sigma > 0):
-        image = ndimage.gaussian_filter(image, sigma)
     if crop == "none":
         lo_idx, hi_idx, margin = np.zeros(3, int), np.array(image.shape) - 1, 0.0
     else:
@@ -100,6 +96,11 @@ def load_brain_template(spacing: float = 1.5, crop: str = "head", cache: Optiona
         margin = BRAIN_MARGIN_MM if crop == "brain" else 0.0
     lo, hi = augment.world_box(t1.affine, lo_idx, hi_idx)
     grid = augment.Grid.covering(lo - margin, hi + margin, spacing)
+    check_grid(spacing, [grid.shape], [hi - lo + 2 * margin])  # before the smoothing, which grows with the spacing
+    src_spacing = np.linalg.norm(t1.affine[:3, :3], axis=0)
+    sigma = 0.5 * np.sqrt(np.maximum((spacing / src_spacing) ** 2 - 1.0, 0.0))  # anti-aliasing
+    if np.any(sigma > 0):
+        image = ndimage.gaussian_filter(image, sigma)
     return BrainTemplate(image, labels, t1.affine, grid, value_range)
 
 

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from nnunetv2_mambahome.settings import EXIT_BAD_INPUT
+
 # kind -> defaults (dataset id, name, train cases, test cases, spacing in mm)
 DEFAULTS = {
     "brain": dict(dataset_id=501, name="MambaHoMEBrain", num_train=8, num_test=3, spacing=1.5),
@@ -44,13 +46,14 @@ def _summary(folder: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the requested dataset; prints where it went and a summary. Returns a process exit code."""
+    """Build the requested dataset; prints where it went and a summary. Exit code 0, 2 for bad input (also an
+    existing dataset without --force, a spacing too coarse to plan on), 1 when a source cannot be fetched."""
     options = dict(DEFAULTS[args.kind])
     options.update({k: getattr(args, k) for k in options if getattr(args, k) is not None})
     options.update(seed=args.seed, raw_dir=args.raw_dir, force=args.force)
-    if options["num_train"] < 1 or options["num_test"] < 0 or options["spacing"] <= 0:
+    if options["num_train"] < 1 or options["num_test"] < 0 or not options["spacing"] > 0:
         print("error: need --num-train >= 1, --num-test >= 0 and --spacing > 0", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     try:  # nibabel and scipy come with the `data` extra
         from nnunetv2_mambahome.datasets import abdomen, brain, nnunet_raw, sources
     except ImportError as e:
@@ -59,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
     build = brain.build_brain_dataset if args.kind == "brain" else abdomen.build_abdomen_dataset
     try:
         folder = build(**options)
-    except (sources.SourceFetchError, nnunet_raw.DatasetExistsError, ValueError) as e:
+    except sources.SourceFetchError as e:  # the machine, not the input: exit 1
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except (nnunet_raw.DatasetExistsError, ValueError) as e:  # bad input, checked before anything is written
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(_summary(folder))
     return 0

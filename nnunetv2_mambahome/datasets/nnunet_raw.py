@@ -8,11 +8,12 @@ build never looks like a finished dataset.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import nibabel as nib
 import numpy as np
@@ -20,6 +21,9 @@ import numpy as np
 from nnunetv2_mambahome.datasets.progress import progress
 
 FILE_ENDING = ".nii.gz"
+# nnU-Net's planner pools until feature maps reach 4 voxels: 16 per axis leaves at least two poolings, so that
+# a U-Net (and the Mamba-HoME stages below full resolution) can be planned at all
+MIN_VOXELS_PER_AXIS = 16
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,19 @@ def dataset_folder(raw_dir: Path, dataset_id: int, name: str) -> Path:
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"dataset name must be non-empty letters, digits and '_', got {name!r}")
     return raw_dir / f"Dataset{dataset_id:03d}_{name}"
+
+
+def check_grid(spacing: float, shapes: Sequence[Sequence[int]], extents_mm: Sequence[Sequence[float]]) -> None:
+    """ValueError (before anything is written) if volumes of these grid `shapes` are too small for nnU-Net to plan on.
+
+    `extents_mm` are the fields of view the grids cover (`augment.Grid.covering`: shape = floor(extent / spacing)
+    + 1), so the largest spacing that still fits them all is min(extent) / (MIN_VOXELS_PER_AXIS - 1)."""
+    smallest = min(shapes, key=min)
+    if min(smallest) >= MIN_VOXELS_PER_AXIS:
+        return
+    largest = math.floor(min(min(e) for e in extents_mm) / (MIN_VOXELS_PER_AXIS - 1) * 100) / 100
+    raise ValueError(f"--spacing {spacing:g} mm gives volumes of {'x'.join(map(str, smallest))} voxels; nnU-Net needs "
+                     f"at least {MIN_VOXELS_PER_AXIS} per axis to plan a U-Net: use --spacing {largest:g} or less")
 
 
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:

@@ -10,7 +10,9 @@ the paper's stem, and so do stages beyond the 4th token stage, like its bottlene
 puts blocks on every deeper stage). Every field can be set from the plans' `arch_kwargs["mamba_home"]`,
 including explicit per-stage lists (`depths`, `group_sizes`, `num_experts`, `num_experts_second`) that
 replace the rule.
-Presets (plans/*.json, shipped as `nnunetv2_mambahome.presets`) are named sets of these fields.
+Presets (plans/*.json, shipped as `nnunetv2_mambahome.presets`) are named sets of these fields. What each
+field allows (type, range) is `settings.MAMBA_HOME_SETTINGS`; a rule is checked against it when built, and the
+per-stage lists against the plan's stages in `stage_configs`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from typing import Any, Mapping, Optional
 
-LIST_FIELDS = ("depths", "group_sizes", "num_experts", "num_experts_second")
+from ..settings import PRESET_METADATA, SettingError, check_mamba_home, show
 
 
 @dataclass(frozen=True)
@@ -62,22 +64,23 @@ class MambaHoMERule:
     num_experts: Optional[tuple[int, ...]] = None
     num_experts_second: Optional[tuple[int, ...]] = None
 
+    def __post_init__(self) -> None:
+        # every field against its schema, also for rules built directly; lists become tuples, numbers floats
+        for key, value in check_mamba_home({f.name: getattr(self, f.name) for f in fields(self)}).items():
+            object.__setattr__(self, key, value)
+
     @classmethod
     def from_dict(cls, settings: Optional[Mapping[str, Any]]) -> "MambaHoMERule":
-        """Build from a plans/preset dict; `preset` names a base preset, other keys override it."""
+        """Build from a plans/preset dict; `preset` names a base preset, other keys override it.
+
+        Unknown keys and values outside `settings.MAMBA_HOME_SETTINGS` raise SettingError (one line)."""
+        if settings is not None and not isinstance(settings, Mapping):
+            raise SettingError(f"mamba_home={show(settings)} is not allowed: use a JSON object of settings, "
+                               'e.g. {"preset": "light", "depth": 1}')
         settings = dict(settings or {})
         base = load_preset(settings.pop("preset")) if "preset" in settings else {}
-        merged = {**base, **settings}
-        merged.pop("name", None)
-        merged.pop("description", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise ValueError(f"unknown Mamba-HoME setting(s) {unknown}; known: {sorted(known)}")
-        for key in LIST_FIELDS:
-            if merged.get(key) is not None:
-                merged[key] = tuple(int(v) for v in merged[key])
-        return cls(**merged)
+        merged = {k: v for k, v in {**base, **settings}.items() if k not in PRESET_METADATA}
+        return cls(**check_mamba_home(merged))
 
     def to_dict(self) -> dict[str, Any]:
         # None means "from the rule" for the per-stage lists, but "no limit" for max_token_stages: keep that one
@@ -86,10 +89,9 @@ class MambaHoMERule:
 
     def stage_configs(self, n_stages: int) -> list[Optional[StageConfig]]:
         """One entry per encoder stage: None for convolution-only stages, else its StageConfig."""
-        if not 0 <= self.first_stage < n_stages:
-            raise ValueError(f"first_stage={self.first_stage} must lie in [0, {n_stages - 1}] for a {n_stages}-stage plan")
-        if self.max_token_stages is not None and self.max_token_stages < 1:
-            raise ValueError(f"max_token_stages must be >= 1 or null, got {self.max_token_stages}")
+        if not self.first_stage < n_stages:
+            raise SettingError(f"mamba_home.first_stage={self.first_stage} is not allowed for a {n_stages}-stage plan: "
+                               f"use 0..{n_stages - 1}")
         n_token = n_stages - self.first_stage
         if self.max_token_stages is not None:
             n_token = min(n_token, self.max_token_stages)
@@ -104,13 +106,9 @@ class MambaHoMERule:
             self.second_level_factor * e for e in per_stage["num_experts"])
         for key, values in per_stage.items():
             if len(values) != n_token:
-                raise ValueError(f"mamba_home.{key} has {len(values)} entries but the plan has {n_token} Mamba-HoME "
-                                 f"stages (stages {self.first_stage}..{self.first_stage + n_token - 1}; max_token_stages="
-                                 f"{self.max_token_stages} sets how many)")
-            if min(values) < 1:
-                raise ValueError(f"mamba_home.{key} must be positive integers, got {list(values)}")
-        if min(self.slots_per_expert, self.d_state, self.d_conv, self.expand) < 1 or self.expert_mult <= 0:
-            raise ValueError("slots_per_expert, d_state, d_conv, expand and expert_mult must be positive")
+                raise SettingError(f"mamba_home.{key} has {len(values)} entries but the plan has {n_token} Mamba-HoME "
+                                   f"stages (stages {self.first_stage}..{self.first_stage + n_token - 1}; "
+                                   f"max_token_stages={self.max_token_stages} sets how many)")
         configs: list[Optional[StageConfig]] = [None] * self.first_stage
         for t in range(n_token):
             configs.append(StageConfig(per_stage["depths"][t], per_stage["group_sizes"][t], per_stage["num_experts"][t],
@@ -125,7 +123,6 @@ def available_presets() -> list[str]:
 
 def load_preset(name: str) -> dict[str, Any]:
     """The JSON preset `name` (paper, light, large, ...)."""
-    path = resources.files("nnunetv2_mambahome.presets").joinpath(f"{name}.json")
-    if not path.is_file():
-        raise ValueError(f"unknown Mamba-HoME preset {name!r}; available: {available_presets()}")
-    return json.loads(path.read_text())
+    if name not in available_presets():  # also keeps a name like "../x" inside the presets folder
+        raise SettingError(f"unknown Mamba-HoME preset mamba_home.preset={show(name)}; available: {available_presets()}")
+    return json.loads(resources.files("nnunetv2_mambahome.presets").joinpath(f"{name}.json").read_text())

@@ -1,11 +1,16 @@
-"""What every trainer of this plugin shares: the acceleration mode, the CPU thread policy, one log line on the run."""
+"""What every trainer of this plugin shares: the acceleration mode, the CPU thread policy, one log line on the run,
+environment settings checked at start, atomic checkpoints, and the wider `-pretrained_weights` support."""
 from __future__ import annotations
 
+import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from ..acceleration import acceleration_mode, describe_acceleration
+from ..atomic_files import replaced_atomically
 from ..cuda_graphs import graphed
+from ..settings import check_environment
 from .cpu_threads import apply_training_cpu_threads
+from .pretrained import install_pretrained_weights_support
 
 
 class MambaTrainerBase(nnUNetTrainer):
@@ -15,6 +20,13 @@ class MambaTrainerBase(nnUNetTrainer):
     is used only when NNUNETV2_MAMBAHOME_ACCEL=compile asks for it (it compiles for minutes and, measured, gains
     less than the graphs); `nnUNet_compile=f` means eager, as for stock nnU-Net.
     """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        # A bad NNUNETV2_MAMBAHOME_* value fails here, in one line, not in a data-loading worker later
+        check_environment(device)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        install_pretrained_weights_support()
 
     def describe(self) -> str:
         """What this run trains (network, precision, recipe) for the training log."""
@@ -34,3 +46,9 @@ class MambaTrainerBase(nnUNetTrainer):
         self.print_to_log_file(f"{self.describe()}; {n_params / 1e6:.2f}M parameters; acceleration: "
                                f"{describe_acceleration(self.device)}"
                                + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written atomically: interrupted at any moment, the previous file stays loadable
+        (nnU-Net writes in place, so a SIGINT mid-save would leave a truncated file that `--c` cannot resume)."""
+        with replaced_atomically(filename) as temporary:
+            super().save_checkpoint(temporary)

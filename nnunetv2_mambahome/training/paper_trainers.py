@@ -19,7 +19,6 @@ from ..nets.from_plans import PlansNotSupportedError
 from ..nets.paper_net import SIZE_MULTIPLE, MambaHoMEPaperNet, nearest_fitting_sizes
 from .base import MambaTrainerBase
 from .cosine_lr import CosineAnnealingScheduler
-from .pretrained import install_official_checkpoint_support
 from .trainers import _epochs_variant
 
 
@@ -55,7 +54,6 @@ class nnUNetTrainerMambaHoMEPaper(MambaTrainerBase):
         self.enable_deep_supervision = False
         self.grad_scaler = None  # fp32 training
         check_paper_patch_size(self.configuration_manager.patch_size, configuration)
-        install_official_checkpoint_support()
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
