@@ -15,14 +15,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from conftest import TOLERANCES, fixture_kind, round_up_1sig  # noqa: E402
+from conftest import FIXTURE_DIR, TOLERANCES, fixture_kind, round_up_1sig  # noqa: E402
 
 from nnunetv2_mambahome.compat import convert_reference_state_dict, load_reference_module  # noqa: E402
 from nnunetv2_mambahome.modules import MambaMixer, ResidualHoMELayer, ResidualMambaLayer  # noqa: E402
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
-FIXTURES = Path(os.environ["NNUNETV2_MAMBAHOME_FIXTURES"])
 failures = []
 
 
@@ -32,7 +31,7 @@ def report(name: str, diff: float, tol: float) -> None:
     print(f"{'ok  ' if ok else 'FAIL'} {name:58s} max|diff| {diff:.2e}  tol {tol:.1e}")
 
 
-for path in sorted(FIXTURES.glob("*.pt")):
+for path in sorted(FIXTURE_DIR.glob("*.pt")):
     fx = torch.load(path, weights_only=True)
     rtol, c_out, c_grad = TOLERANCES[fixture_kind(path.stem)]
     for backend in ("torch", "cuda"):
