@@ -1,4 +1,4 @@
-"""Progress reporting for long dataset-building steps: tqdm when installed, plain prints otherwise."""
+"""Progress bars for long loops (dataset building, accuracy evaluation): tqdm, which nnU-Net depends on."""
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Optional, TypeVar
@@ -6,14 +6,8 @@ from typing import Iterable, Iterator, Optional, TypeVar
 T = TypeVar("T")
 
 
-def progress(items: Iterable[T], desc: str, total: Optional[int] = None) -> Iterator[T]:
-    """Yield `items` while showing progress; tqdm is optional (part of the `data` extra)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        print(f"{desc} ...", flush=True)
-        for i, item in enumerate(items, 1):
-            yield item
-            print(f"{desc}: {i}" + (f"/{total}" if total is not None else ""), flush=True)
-        return
-    yield from tqdm(items, desc=desc, total=total, unit="item")
+def progress(items: Iterable[T], desc: str, total: Optional[int] = None, unit: str = "item") -> Iterator[T]:
+    """Yield `items` while tqdm draws a progress bar on stderr (stdout stays for results)."""
+    from tqdm import tqdm
+
+    yield from tqdm(items, desc=desc, total=total, unit=unit)

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import nibabel as nib
 import numpy as np
 
-from nnunetv2_mambahome.datasets.progress import progress
+from nnunetv2_mambahome.progress import progress
 
 FILE_ENDING = ".nii.gz"
 
