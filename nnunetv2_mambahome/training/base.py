@@ -1,9 +1,10 @@
-"""What every trainer of this plugin shares: torch.compile off, the CPU thread policy, one log line on the run."""
+"""What every trainer of this plugin shares: torch.compile off, the CPU thread policy, log lines on the run."""
 from __future__ import annotations
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from .cpu_threads import apply_training_cpu_threads
+from .scan_backend_log import scan_backend_lines
 
 
 class MambaTrainerBase(nnUNetTrainer):
@@ -26,3 +27,5 @@ class MambaTrainerBase(nnUNetTrainer):
         n_params = sum(p.numel() for p in self.network.parameters())
         self.print_to_log_file(f"{self.describe()}; {n_params / 1e6:.2f}M parameters; torch.compile off"
                                + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
+        for line in scan_backend_lines(self.device):
+            self.print_to_log_file(line)
