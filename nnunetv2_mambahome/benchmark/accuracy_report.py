@@ -58,7 +58,7 @@ def write_accuracy_report(
             }
             for c in classes
         }
-        n_inf = sum(not math.isfinite(v) for per_set in groups.values() for vs in per_set.values() for v in vs)
+        n_inf = sum(math.isinf(v) for per_set in groups.values() for vs in per_set.values() for v in vs)
         title = f"{ylabel} per class" + (f" ({n_inf} infinite value(s) not drawn)" if n_inf else "")
         grouped_box_plot(out_dir / f"{metric}_boxplot.png", groups, title, ylabel)
 
