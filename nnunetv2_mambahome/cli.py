@@ -10,6 +10,7 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from . import __version__
 from .settings import EXIT_BAD_INPUT, InputError
 
 # name -> (module, one-line help)
@@ -25,7 +26,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnunetv2-mambahome", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="nnunetv2-mambahome", description=__doc__.splitlines()[0],
+                                     epilog="also runs as `python -m nnunetv2_mambahome`")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -35,11 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one sub-command; without one, print the help to stderr and return 2 (a usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if argv and argv[0] not in SUBCOMMANDS:
+        try:
+            parser.parse_args(argv)  # -h/--help and --version exit 0, an unknown command exits 2
+        except SystemExit as exc:
+            return int(exc.code or 0)
     if not argv or argv[0] not in SUBCOMMANDS:
-        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        parser.print_help(sys.stderr)
+        return 2
     name = argv[0]
     module = importlib.import_module(SUBCOMMANDS[name][0])
     sub = argparse.ArgumentParser(prog=f"nnunetv2-mambahome {name}", description=SUBCOMMANDS[name][1])
@@ -52,5 +61,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BAD_INPUT
 
 
-if __name__ == "__main__":
+
+if __name__ == "__main__":  # python -m nnunetv2_mambahome.cli, as tools/gpu scripts call it
     sys.exit(main())

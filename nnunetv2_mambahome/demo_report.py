@@ -32,7 +32,9 @@ def find_trainer(name: str) -> type:
 
 
 def predict_untrained(dataset: str, trainer: type, images: Path, out: Path, device: str, seed: int = 0) -> None:
-    """Run nnU-Net's predictor with the trainer's freshly initialised network (the 'untrained' baseline)."""
+    """Run nnU-Net's predictor with the trainer's freshly initialised network (the 'untrained' baseline).
+
+    Progress: nnU-Net's per-case lines and its sliding-window progress bar (stderr)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.paths import nnUNet_preprocessed
@@ -50,7 +52,7 @@ def predict_untrained(dataset: str, trainer: type, images: Path, out: Path, devi
                                              plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
                                              enable_deep_supervision=False)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                device=torch.device(device), verbose=False, allow_tqdm=False)
+                                device=torch.device(device), verbose=False, allow_tqdm=True)
     predictor.manual_initialization(net, plans_manager, cm, [net.state_dict()], dataset_json, trainer.__name__, None)
     predictor.predict_from_files(str(images), str(out), save_probabilities=False, overwrite=True,
                                  num_processes_preprocessing=1, num_processes_segmentation_export=1)
@@ -178,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     raw = check_inputs(args.dataset, args.pred)
     trainer = find_trainer(args.trainer)
     untrained = args.out / "untrained_predictions"
-    print(f"[demo-report] predicting held-out cases with the untrained network -> {untrained}")
+    n_cases = len(list((raw / "imagesTs").glob("*_0000*")))
+    print(f"[demo-report] predicting {n_cases} held-out case(s) with the untrained network -> {untrained}", flush=True)
     predict_untrained(args.dataset, trainer, raw / "imagesTs", untrained, args.device)
     wall = time.time() - args.started if args.started else None
     report = write_report(raw, args.pred, untrained, args.out, args.trainer, wall)

@@ -5,14 +5,20 @@ a mask is the mask minus its binary erosion with scipy's default *face-connected
 structuring element, voxels outside the array count as background, and distances are Euclidean in mm,
 from a Euclidean distance transform with `sampling=spacing`.
 
-Empty masks (decided here once, used by every caller):
+Empty masks (decided here once, used by every caller). A class absent from both masks scores by one of two
+conventions, `EMPTY_CONVENTIONS`:
 
-============================  ======  ======  =====
-case                          dice    hd95    nsd
-============================  ======  ======  =====
-both empty                    1.0     0.0     1.0
-exactly one empty             0.0     inf     0.0
-============================  ======  ======  =====
+============================  ===================  ====================  =====================
+case                          dice                 hd95                  nsd
+============================  ===================  ====================  =====================
+both empty, "perfect"         1.0                  0.0                   1.0
+both empty, "nnunet"          nan                  nan                   nan
+exactly one empty             0.0                  inf                   0.0
+============================  ===================  ====================  =====================
+
+"perfect" (the default) counts a correctly absent class as perfect agreement. "nnunet" is nnU-Net's
+(`compute_metrics` in nnunetv2.evaluation: Dice NaN when prediction and reference are both empty, left out of
+means by `np.nanmean`), so that numbers compare with its `summary.json`; MONAI's NSD is NaN there too.
 
 `inf` is deliberate (MONAI returns nan here): a missed or hallucinated structure has no finite surface
 distance, and aggregation code must report such cases separately instead of averaging them.
@@ -33,49 +39,59 @@ from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binar
 # Face connectivity, scipy's default for binary_erosion and what MONAI uses.
 _STRUCTURE = generate_binary_structure(3, 1)
 
+# convention -> (dice, hd95, nsd) of a class absent from both masks
+EMPTY_CONVENTIONS: dict[str, tuple[float, float, float]] = {
+    "perfect": (1.0, 0.0, 1.0),
+    "nnunet": (float("nan"), float("nan"), float("nan")),
+}
+DEFAULT_EMPTY = "perfect"
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice overlap 2|P∩R| / (|P|+|R|); 1.0 when both masks are empty."""
+
+def dice(pred: np.ndarray, ref: np.ndarray, empty: str = DEFAULT_EMPTY) -> float:
+    """Dice overlap 2|P∩R| / (|P|+|R|); when both masks are empty 1.0 ("perfect") or nan ("nnunet")."""
     pred, ref = _check_masks(pred, ref)
+    both_empty = _both_empty_scores(empty)
     denominator = int(pred.sum()) + int(ref.sum())
     if denominator == 0:
-        return 1.0
+        return both_empty[0]
     return 2.0 * int(np.logical_and(pred, ref).sum()) / denominator
 
 
-def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
+def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], empty: str = DEFAULT_EMPTY) -> float:
     """Symmetric 95th-percentile Hausdorff distance in mm between the boundaries of two masks.
 
     The larger of the two directed 95th percentiles (numpy's linear interpolation) of the distances from
-    each boundary voxel of one mask to the nearest boundary voxel of the other. 0.0 when both masks are
-    empty, inf when exactly one is.
+    each boundary voxel of one mask to the nearest boundary voxel of the other. inf when exactly one mask is
+    empty; both empty: see `EMPTY_CONVENTIONS`.
     """
-    return surface_metrics(pred, ref, spacing, tolerance_mm=0.0)[0]
+    return surface_metrics(pred, ref, spacing, tolerance_mm=0.0, empty=empty)[0]
 
 
-def nsd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float) -> float:
+def nsd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float,
+        empty: str = DEFAULT_EMPTY) -> float:
     """Normalized surface Dice at `tolerance_mm`: the fraction of boundary voxels of both masks that lie
     within the tolerance (inclusive) of the other mask's boundary.
 
     This is the voxel-counting approximation (each boundary voxel weighs 1, as in MONAI's
     `compute_surface_dice`), not DeepMind's `surface-distance` version that weighs surface elements by
-    their area; the two give different numbers, so do not mix them in one comparison. 1.0 when both
-    masks are empty, 0.0 when exactly one is.
+    their area; the two give different numbers, so do not mix them in one comparison. 0.0 when exactly one
+    mask is empty; both empty: see `EMPTY_CONVENTIONS`.
     """
-    return surface_metrics(pred, ref, spacing, tolerance_mm)[1]
+    return surface_metrics(pred, ref, spacing, tolerance_mm, empty=empty)[1]
 
 
 def surface_metrics(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tolerance_mm: float, empty: str = DEFAULT_EMPTY
 ) -> tuple[float, float]:
     """(hd95, nsd) from one pass of distance transforms: half the cost of calling both functions."""
     pred, ref = _check_masks(pred, ref)
     spacing = _check_spacing(spacing)
+    both_empty = _both_empty_scores(empty)
     if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
         raise ValueError(f"tolerance_mm must be a finite number >= 0, got {tolerance_mm!r}")
-    empty = _empty_case(pred, ref)
-    if empty is not None:
-        return (0.0, 1.0) if empty else (float("inf"), 0.0)
+    case = _empty_case(pred, ref)
+    if case is not None:
+        return both_empty[1:] if case else (float("inf"), 0.0)
     pred_to_ref, ref_to_pred = _directed_boundary_distances(pred, ref, spacing)
     hd = float(max(np.percentile(pred_to_ref, 95), np.percentile(ref_to_pred, 95)))
     within = int((pred_to_ref <= tolerance_mm).sum()) + int((ref_to_pred <= tolerance_mm).sum())
@@ -117,6 +133,12 @@ def _empty_case(pred: np.ndarray, ref: np.ndarray) -> bool | None:
     if pred_any and ref_any:
         return None
     return not pred_any and not ref_any
+
+
+def _both_empty_scores(empty: str) -> tuple[float, float, float]:
+    if empty not in EMPTY_CONVENTIONS:
+        raise ValueError(f"unknown empty-mask convention {empty!r}; use one of {sorted(EMPTY_CONVENTIONS)}")
+    return EMPTY_CONVENTIONS[empty]
 
 
 def _check_masks(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

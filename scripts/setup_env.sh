@@ -8,7 +8,7 @@ VENV=${VENV:-.venv}
 # torch 2.14.1 + torchvision 0.29.1 import together on CPU-only machines (nnU-Net's trainer lookup imports
 # timm -> torchvision); nnunetv2 2.8.1 needs torch >= 2.1.2 and != 2.9.*.
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
-EXTRAS=${EXTRAS:-test,data,report}
+EXTRAS=${EXTRAS:-test}
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   python3 -m venv "$VENV"
@@ -28,5 +28,5 @@ if command -v apt-get >/dev/null && ! apt-cache show mricron-data >/dev/null 2>&
   apt-get update -qq || echo "[setup] apt-get update failed: the brain dataset needs mricron-data (see README)"
 fi
 export PATH="$PWD/$VENV/bin:$PATH"
-export nnUNet_extTrainer="$(nnunetv2-mambahome trainer-path)"
+eval "$(nnunetv2-mambahome trainer-path --export)"
 echo "[setup] ready: $("$PY" -c 'import torch, nnunetv2_mambahome as m; print("torch", torch.__version__, "| nnunetv2-mambahome", m.__version__)')"

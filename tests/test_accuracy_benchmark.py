@@ -182,3 +182,29 @@ def test_missing_reference_labels_are_reported(fake, tmp_path, monkeypatch, caps
     monkeypatch.delenv("nnUNet_preprocessed", raising=False)
     assert _run(["--results", f"A={fake['TrainerA']}", "--out", str(tmp_path / "r")]) == 2
     assert "pass --labels" in capsys.readouterr().err
+
+
+def test_nnunet_empty_convention_matches_nnunet_summary(fake, tmp_path, monkeypatch, capsys):
+    """--empty-masks nnunet: per-class means equal nnU-Net's own compute_metrics_on_folder (nanmean over cases)."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    monkeypatch.setenv("nnUNet_raw", str(fake["raw"]))
+    out = tmp_path / "report"
+    argv = ["--results", f"A={fake['TrainerA']}", "--folds", "1", "--empty-masks", "nnunet", "--out", str(out),
+            "-np", "1"]
+    assert _run(argv) == 0
+    err = capsys.readouterr().err
+    assert "evaluating" in err and "4/4" in err  # the progress bar over the fold's 4 cases
+    rows = _read_csv(out / "per_case.csv")
+    no_tumour = next(r for r in rows if r["case"] == NO_TUMOUR_CASE and r["label"] == "2")
+    assert (no_tumour["dice"], no_tumour["hd95"], no_tumour["nsd"]) == ("nan", "nan", "nan")
+
+    summary = compute_metrics_on_folder(str(fake["labels"]), str(fake["TrainerA"] / "fold_1" / "validation"),
+                                        str(tmp_path / "summary.json"), SimpleITKIO(), ".nii.gz", [1, 2], None, 1)
+    markdown = (out / "accuracy.md").read_text()
+    for label, name in ((1, "liver"), (2, "tumour")):
+        ours = [float(r["dice"]) for r in rows if r["label"] == str(label)]
+        assert np.nanmean(ours) == pytest.approx(summary["mean"][label]["Dice"])
+        assert f"| {name} ({label}) | {summary['mean'][label]['Dice']:.3f}" in markdown
+    assert "`--empty-masks nnunet`" in markdown

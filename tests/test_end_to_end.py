@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,11 +15,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import E2E_DATASET_ID as DATASET_ID, run_command as _run, venv_bin as _bin
 from nnunetv2_mambahome.metrics import dice
-from nnunetv2_mambahome.trainer_path import trainer_dir
 
 pytestmark = pytest.mark.slow
-DATASET_ID = 951
 USER_TRAINER = textwrap.dedent('''
     from nnunetv2_mambahome.training import nnUNetTrainerMambaHoMELight_smoke
 
@@ -37,30 +34,13 @@ USER_TRAINER = textwrap.dedent('''
 ''')
 
 
-def _run(cmd: list[str], env: dict, cwd: Path) -> str:
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc.stdout + proc.stderr
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A real raw dataset, planned and preprocessed by nnU-Net; returns (root, raw folder, env)."""
-    root = tmp_path_factory.mktemp("e2e")
-    user_dir = root / "user_trainers"
-    user_dir.mkdir()
+def prepared(prepared_dataset, tmp_path_factory):
+    """The shared prepared dataset with this module's user trainer directory added to nnUNet_extTrainer."""
+    root, raw, env = prepared_dataset
+    user_dir = tmp_path_factory.mktemp("user_trainers")
     (user_dir / "my_trainers.py").write_text(USER_TRAINER)
-    env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
-               nnUNet_results=str(root / "res"), nnUNet_extTrainer=os.pathsep.join([trainer_dir(), str(user_dir)]),
-               nnUNet_n_proc_DA="2", nnUNet_def_n_proc="2", nnUNet_compile="f", PYTHONUNBUFFERED="1")
-    _run([_bin("nnunetv2-mambahome"), "make-dataset", "brain", "--dataset-id", str(DATASET_ID),
-          "--spacing", "6", "--num-train", "6", "--num-test", "2"], env, root)
-    _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env, root)
-    return root, next((root / "raw").glob(f"Dataset{DATASET_ID}_*")), env
+    return root, raw, dict(env, nnUNet_extTrainer=os.pathsep.join([env["nnUNet_extTrainer"], str(user_dir)]))
 
 
 def _train_and_predict(prepared, trainer: str, configuration: str = "3d_fullres") -> tuple[str, Path]:

@@ -185,3 +185,89 @@ def test_file_evaluation_rejects_mismatched_spacing(tmp_path):
     _write_nifti(tmp_path / "pred.nii.gz", array, (3.0, 0.8, 0.5))
     with pytest.raises(AccuracyInputError, match="spacing"):
         evaluate_case(tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", [LabelClass("x", (1,))], 2.0)
+
+
+def test_nnunet_empty_convention_scores_nan_only_when_both_are_empty():
+    empty, full = np.zeros((6, 6, 6), bool), cube(shape=(6, 6, 6))
+    assert math.isnan(dice(empty, empty, empty="nnunet"))
+    assert math.isnan(hd95(empty, empty, SPACING, empty="nnunet"))
+    assert math.isnan(nsd(empty, empty, SPACING, 2.0, empty="nnunet"))
+    assert dice(empty, full, empty="nnunet") == 0.0 and hd95(full, empty, SPACING, empty="nnunet") == math.inf
+    assert dice(full, full, empty="nnunet") == 1.0
+    with pytest.raises(ValueError, match="empty-mask convention"):
+        dice(full, full, empty="monai")
+
+
+def test_nnunet_convention_matches_nnunet_compute_metrics(tmp_path):
+    """nnU-Net's own evaluation of label files (Dice per class, nan when both empty) against ours."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    ref = np.zeros((8, 10, 12), np.uint8)
+    ref[1:6, 2:8, 3:9] = 1
+    pred = np.roll(ref, 2, axis=2)
+    pred[7, 0, 0] = 3  # class 3: a false positive; class 2: absent from both
+    _write_nifti(tmp_path / "ref.nii.gz", ref, (0.7, 0.7, 3.0))
+    _write_nifti(tmp_path / "pred.nii.gz", pred, (0.7, 0.7, 3.0))
+    theirs = compute_metrics(str(tmp_path / "ref.nii.gz"), str(tmp_path / "pred.nii.gz"), SimpleITKIO(), [1, 2, 3])
+    classes = [LabelClass(str(v), (v,)) for v in (1, 2, 3)]
+    ours = evaluate_case(tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", classes, 2.0, empty="nnunet")
+    for value, (our_dice, _, _) in zip((1, 2, 3), ours):
+        np.testing.assert_equal(our_dice, theirs["metrics"][value]["Dice"])
+    assert math.isnan(ours[1][0]) and ours[2][0] == 0.0
+
+
+def _anisotropic_cases():
+    """(pred, ref, spacing) with spacing ratios up to 10: blobs touching the border, shifted boxes, a thin slab."""
+    from scipy.ndimage import gaussian_filter
+
+    cases = []
+    for seed, spacing in enumerate([(3.0, 0.7, 0.7), (5.0, 1.0, 0.5), (0.6, 2.5, 1.1)]):
+        rng = np.random.default_rng(100 + seed)
+        pred, ref = (gaussian_filter(rng.standard_normal((10, 14, 12)), sigma=(1.0, 2.0, 1.5)) > 0.1 for _ in range(2))
+        cases.append((pred, ref, spacing))
+    box = np.zeros((12, 16, 16), bool)
+    box[3:8, 4:12, 2:10] = True
+    cases.append((np.roll(box, (1, 2), axis=(0, 2)), box, (4.0, 0.8, 0.8)))
+    slab = np.zeros((12, 16, 16), bool)
+    slab[5:7, 2:14, 2:14] = True
+    cases.append((slab, box, (2.0, 0.5, 1.0)))
+    return cases
+
+
+MONAI_DEPRECATION = "ignore:.*always_return_as_numpy.*:FutureWarning"  # raised inside MONAI 1.5+, not by us
+
+
+@pytest.mark.filterwarnings(MONAI_DEPRECATION)
+@pytest.mark.parametrize("case", range(5))
+def test_hd95_and_nsd_match_monai_on_anisotropic_cases(case):
+    """MONAI (the test extra) as an independent implementation of the same HD95 / voxel NSD."""
+    import monai.metrics as monai_metrics
+    import torch
+
+    pred, ref, spacing = _anisotropic_cases()[case]
+    assert pred.any() and ref.any()
+
+    def one_hot(mask):
+        return torch.from_numpy(mask[None, None].astype(np.float32))
+
+    for tolerance in (1.0, 2.5):
+        expected_nsd = monai_metrics.compute_surface_dice(one_hot(pred), one_hot(ref), [tolerance],
+                                                          include_background=True, spacing=list(spacing)).item()
+        assert nsd(pred, ref, spacing, tolerance) == pytest.approx(expected_nsd, rel=1e-6)
+    expected_hd = monai_metrics.compute_hausdorff_distance(one_hot(pred), one_hot(ref), include_background=True,
+                                                           percentile=95, spacing=list(spacing)).item()
+    assert hd95(pred, ref, spacing) == pytest.approx(expected_hd, rel=1e-6)
+    assert hd95(pred, ref, spacing) > 0
+
+
+@pytest.mark.filterwarnings(MONAI_DEPRECATION)
+def test_nsd_of_two_empty_masks_is_monai_nan_under_nnunet_convention():
+    import monai.metrics as monai_metrics
+    import torch
+
+    empty = np.zeros((6, 6, 6), bool)
+    t = torch.from_numpy(empty[None, None].astype(np.float32))
+    with pytest.warns(UserWarning):
+        expected = monai_metrics.compute_surface_dice(t, t, [1.0], include_background=True, spacing=list(SPACING))
+    assert math.isnan(expected.item()) and math.isnan(nsd(empty, empty, SPACING, 1.0, empty="nnunet"))

@@ -4,8 +4,7 @@ Sets are nnU-Net model folders (`--results NAME=PATH`, their cross-validation pr
 `fold_<k>/validation`) or plain prediction folders (`--pred NAME=DIR --labels DIR`, e.g. held-out test
 predictions). Classes and their names come from dataset.json; spacing comes from each reference file, and every
 prediction must lie on its reference's grid (shape, spacing, origin and direction, with the tolerances of
-`accuracy_inputs`).
-Needs the `report` extra (scipy, matplotlib).
+`accuracy_inputs`). Prints a progress bar (stderr) while it evaluates.
 """
 from __future__ import annotations
 
@@ -32,7 +31,8 @@ from nnunetv2_mambahome.benchmark.accuracy_inputs import (
 )
 from nnunetv2_mambahome.benchmark.accuracy_report import write_accuracy_report
 from nnunetv2_mambahome.benchmark.accuracy_stats import CaseResult
-from nnunetv2_mambahome.metrics import dice, surface_metrics
+from nnunetv2_mambahome.metrics import DEFAULT_EMPTY, EMPTY_CONVENTIONS, dice, surface_metrics
+from nnunetv2_mambahome.progress import progress
 from nnunetv2_mambahome.settings import EXIT_BAD_INPUT
 
 
@@ -64,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nsd-tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance in mm (default 2.0)"
     )
     parser.add_argument(
+        "--empty-masks", choices=sorted(EMPTY_CONVENTIONS), default=DEFAULT_EMPTY,
+        help="a class absent from both prediction and reference: 'perfect' scores Dice 1, HD95 0, NSD 1 (default); "
+             "'nnunet' scores nan and leaves it out of the means, as nnU-Net's summary.json does",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("mambahome_accuracy_report"), metavar="DIR",
         help="report folder (default ./mambahome_accuracy_report)",
     )
@@ -79,28 +84,30 @@ def run(args: argparse.Namespace) -> int:
         compare = _compare_pair(args.compare, [s.name for s in sets])
         print(f"evaluating {sum(len(s.cases) for s in sets)} predictions x {len(classes)} classes "
               f"with {args.num_processes} process(es)")
-        results = evaluate(sets, classes, args.nsd_tolerance, args.num_processes)
+        results = evaluate(sets, classes, args.nsd_tolerance, args.num_processes, args.empty_masks)
     except AccuracyInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    report = write_accuracy_report(args.out, sets, classes, results, compare, args.nsd_tolerance, dataset_json)
+    report = write_accuracy_report(args.out, sets, classes, results, compare, args.nsd_tolerance, dataset_json,
+                                   args.empty_masks)
     print(f"wrote {report}")
     return 0
 
 
 def evaluate(
-    sets: Sequence[PredictionSet], classes: Sequence[LabelClass], tolerance_mm: float, num_processes: int
+    sets: Sequence[PredictionSet], classes: Sequence[LabelClass], tolerance_mm: float, num_processes: int,
+    empty: str = DEFAULT_EMPTY,
 ) -> list[CaseResult]:
-    """Metrics of every class in every case of every set, in input order."""
+    """Metrics of every class in every case of every set, in input order; a progress bar on stderr."""
     jobs = [(s, pair) for s in sets for pair in s.cases]
-    args = [(pair.pred, pair.ref, classes, tolerance_mm) for _, pair in jobs]
+    args = [(pair.pred, pair.ref, classes, tolerance_mm, empty) for _, pair in jobs]
     if num_processes > 1:
         # spawn: SimpleITK/ITK may hold threads, which fork does not copy safely.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=num_processes, mp_context=context) as pool:
-            per_case = list(pool.map(evaluate_case, *zip(*args)))
+            per_case = list(progress(pool.map(evaluate_case, *zip(*args)), "evaluating", len(args), "case"))
     else:
-        per_case = [evaluate_case(*a) for a in args]
+        per_case = [evaluate_case(*a) for a in progress(args, "evaluating", len(args), "case")]
     return [
         CaseResult(s.name, pair.fold, pair.case, c.label, c.name, *values)
         for (s, pair), metrics in zip(jobs, per_case)
@@ -109,9 +116,10 @@ def evaluate(
 
 
 def evaluate_case(
-    pred_path: Path, ref_path: Path, classes: Sequence[LabelClass], tolerance_mm: float
+    pred_path: Path, ref_path: Path, classes: Sequence[LabelClass], tolerance_mm: float, empty: str = DEFAULT_EMPTY
 ) -> list[tuple[float, float, float]]:
-    """(dice, hd95, nsd) per class for one prediction file, in mm of the reference's spacing."""
+    """(dice, hd95, nsd) per class for one prediction file, in mm of the reference's spacing; `empty` is the
+    both-empty convention of `nnunetv2_mambahome.metrics`."""
     pred, pred_spacing = read_segmentation(pred_path)
     ref, spacing = read_segmentation(ref_path)
     if pred.shape != ref.shape:
@@ -124,7 +132,7 @@ def evaluate_case(
     out = []
     for c in classes:
         p, r = np.isin(pred, c.values), np.isin(ref, c.values)
-        out.append((dice(p, r), *surface_metrics(p, r, spacing, tolerance_mm)))
+        out.append((dice(p, r, empty), *surface_metrics(p, r, spacing, tolerance_mm, empty)))
     return out
 
 

@@ -24,10 +24,18 @@ from nnunetv2_mambahome.benchmark.accuracy_stats import (
     summarize,
 )
 from nnunetv2_mambahome.benchmark.report import grouped_box_plot, markdown_table, write_csv
+from nnunetv2_mambahome.metrics import DEFAULT_EMPTY
 
 CSV_HEADERS = ("set", "fold", "case", "label", "class", "dice", "hd95", "nsd")
 TEST_CSV_HEADERS = ("set_a", "set_b", "metric", "n", "n_excluded", "mean_a", "mean_b", "statistic", "pvalue", "note")
 _DIGITS = {"dice": 3, "hd95": 2, "nsd": 3}
+# --empty-masks convention -> what the report's conventions section says about it
+_EMPTY_TEXT = {
+    "perfect": "Class absent from both prediction and reference (`--empty-masks perfect`, the default): Dice 1, "
+               "HD95 0 mm, NSD 1, counted in the means.",
+    "nnunet": "Class absent from both prediction and reference (`--empty-masks nnunet`, nnU-Net's convention): "
+              "Dice, HD95 and NSD nan, left out of every mean (nanmean), as in nnU-Net's summary.json.",
+}
 
 
 def write_accuracy_report(
@@ -38,9 +46,10 @@ def write_accuracy_report(
     compare: Optional[tuple[str, str]],
     tolerance_mm: float,
     dataset_json: Path,
+    empty: str = DEFAULT_EMPTY,
 ) -> Path:
     """Write accuracy.md, per_case.csv, paired_test.csv (if compare), dice_boxplot.png and hd95_boxplot.png
-    to out_dir; return the path of accuracy.md."""
+    to out_dir; return the path of accuracy.md. `empty` names the both-empty convention the results used."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(
         out_dir / "per_case.csv",
@@ -55,7 +64,7 @@ def write_accuracy_report(
             }
             for c in classes
         }
-        n_inf = sum(not math.isfinite(v) for per_set in groups.values() for vs in per_set.values() for v in vs)
+        n_inf = sum(math.isinf(v) for per_set in groups.values() for vs in per_set.values() for v in vs)
         title = f"{ylabel} per class" + (f" ({n_inf} infinite value(s) not drawn)" if n_inf else "")
         grouped_box_plot(out_dir / f"{metric}_boxplot.png", groups, title, ylabel)
 
@@ -67,7 +76,7 @@ def write_accuracy_report(
             [(*compare, t.metric, t.n, t.n_excluded, t.mean_a, t.mean_b, t.statistic, t.pvalue, t.reason)
              for t in tests],
         )
-    markdown = _markdown(sets, classes, results, compare, tests, tolerance_mm, dataset_json)
+    markdown = _markdown(sets, classes, results, compare, tests, tolerance_mm, dataset_json, empty)
     path = out_dir / "accuracy.md"
     path.write_text(markdown)
     return path
@@ -86,6 +95,7 @@ def _markdown(
     tests: Sequence[PairedTest],
     tolerance_mm: float,
     dataset_json: Path,
+    empty: str,
 ) -> str:
     by_set = {s.name: [r for r in results if r.set == s.name] for s in sets}
     metric_titles = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": f"NSD at {tolerance_mm:g} mm"}
@@ -136,15 +146,15 @@ def _markdown(
         ]
     else:
         parts.append("n/a: a paired test needs two sets.\n")
-    parts += ["## Conventions\n", _CONVENTIONS.format(tolerance=tolerance_mm, spacing_rtol=SPACING_RTOL,
-                                                    origin_voxels=ORIGIN_TOLERANCE_VOXELS,
+    parts += ["## Conventions\n", _CONVENTIONS.format(tolerance=tolerance_mm, empty=_EMPTY_TEXT[empty],
+                                                    spacing_rtol=SPACING_RTOL, origin_voxels=ORIGIN_TOLERANCE_VOXELS,
                                                     direction=DIRECTION_TOLERANCE)]
     return "\n".join(parts)
 
 
 def _test_row(t: PairedTest, title: str) -> list[str]:
     digits = _DIGITS[t.metric]
-    excluded = f"{t.n_excluded} case(s) with infinite HD95 left out" if t.n_excluded else ""
+    excluded = f"{t.n_excluded} case(s) without a finite value left out" if t.n_excluded else ""
     note = "; ".join(filter(None, [t.reason, excluded]))
     means = ["-" if math.isnan(v) else f"{v:.{digits}f}" for v in (t.mean_a, t.mean_b)]
     if t.pvalue is None:
@@ -179,7 +189,7 @@ _CONVENTIONS = """\
   **NSD** (normalized surface Dice) at {tolerance:g} mm: fraction of boundary voxels of both masks within
   the tolerance of the other boundary; voxel-counting approximation, not the surfel-area version of
   DeepMind's `surface-distance`.
-- Class absent from both prediction and reference: Dice 1, HD95 0 mm, NSD 1 (counted in the means).
+- {empty}
   Present in only one of them: Dice 0, NSD 0, HD95 = inf.
 - Infinite HD95 values are left out of the HD95 mean ± std and counted next to it, e.g. `(2 inf)`;
   `inf` alone means every case was infinite. The per-case mean over classes is inf if any class is.

@@ -1,4 +1,8 @@
-"""Aggregating per-case accuracy results: mean ± std with infinite HD95 counted apart, and paired tests."""
+"""Aggregating per-case accuracy results: mean ± std with infinite HD95 counted apart, and paired tests.
+
+nan values (a class absent from both masks under nnU-Net's convention, `metrics.EMPTY_CONVENTIONS`) are left
+out of every mean, as `np.nanmean` does in nnU-Net's summary.json.
+"""
 from __future__ import annotations
 
 import math
@@ -30,7 +34,7 @@ class CaseResult:
 
 @dataclass(frozen=True)
 class Summary:
-    """mean and sample std (ddof=1) of the finite values; `n_inf` non-finite values are left out."""
+    """mean and sample std (ddof=1) of the finite values; `n_inf` infinite values are left out (and nans)."""
 
     mean: float
     std: float
@@ -53,20 +57,26 @@ class PairedTest:
 
 
 def summarize(values: Iterable[float]) -> Summary:
-    """Summary of values, counting non-finite ones (HD95 = inf when one mask is empty) apart."""
+    """Summary of values, counting infinite ones (HD95 = inf when one mask is empty) apart, skipping nans."""
     array = np.asarray(list(values), dtype=float)
     finite = array[np.isfinite(array)]
     mean = float(finite.mean()) if finite.size else math.nan
     std = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
-    return Summary(mean=mean, std=std, n=int(finite.size), n_inf=int(array.size - finite.size))
+    return Summary(mean=mean, std=std, n=int(finite.size), n_inf=int(np.isinf(array).sum()))
 
 
 def per_case_means(results: Iterable[CaseResult], metric: str) -> dict[str, float]:
-    """case -> mean over classes of `metric` (inf if any class is inf); pass the results of one set."""
+    """case -> mean over classes of `metric` (inf if any class is inf, nans skipped, nan if all are nan);
+    pass the results of one set."""
     by_case: dict[str, list[float]] = defaultdict(list)
     for r in results:
         by_case[r.case].append(getattr(r, metric))
-    return {case: float(np.mean(values)) for case, values in by_case.items()}
+    return {case: _nanmean(values) for case, values in by_case.items()}
+
+
+def _nanmean(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return float(np.mean(kept)) if kept else math.nan
 
 
 def paired_wilcoxon(metric: str, a: Mapping[str, float], b: Mapping[str, float]) -> PairedTest:

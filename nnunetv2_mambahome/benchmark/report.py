@@ -2,7 +2,7 @@
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch), so they work
 on headless machines and never disturb an interactive session. matplotlib is imported only when a
-figure is written (it is in the `report` extra).
+figure is written (nnU-Net depends on it, so it is always installed).
 """
 from __future__ import annotations
 

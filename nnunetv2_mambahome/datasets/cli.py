@@ -54,11 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if options["num_train"] < 1 or options["num_test"] < 0 or not options["spacing"] > 0:
         print("error: need --num-train >= 1, --num-test >= 0 and --spacing > 0", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:  # nibabel and scipy come with the `data` extra
-        from nnunetv2_mambahome.datasets import abdomen, brain, nnunet_raw, sources
-    except ImportError as e:
-        print(f"error: {e}; install them with: pip install 'nnunetv2-mambahome[data]'", file=sys.stderr)
-        return 1
+    from nnunetv2_mambahome.datasets import abdomen, brain, nnunet_raw, sources
+
     build = brain.build_brain_dataset if args.kind == "brain" else abdomen.build_abdomen_dataset
     try:
         folder = build(**options)

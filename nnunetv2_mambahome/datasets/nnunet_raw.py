@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import nibabel as nib
 import numpy as np
 
-from nnunetv2_mambahome.datasets.progress import progress
+from nnunetv2_mambahome.progress import progress
 
 FILE_ENDING = ".nii.gz"
 # nnU-Net's planner pools until feature maps reach 4 voxels: 16 per axis leaves at least two poolings, so that

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from nnunetv2_mambahome.datasets.progress import progress
+from nnunetv2_mambahome.progress import progress
 
 CACHE_ENV = "NNUNETV2_MAMBAHOME_CACHE"
 

@@ -11,6 +11,7 @@ from ..cuda_graphs import graphed
 from ..settings import check_environment
 from .cpu_threads import apply_training_cpu_threads
 from .pretrained import install_pretrained_weights_support
+from .scan_backend_log import scan_backend_lines
 
 
 class MambaTrainerBase(nnUNetTrainer):
@@ -46,6 +47,8 @@ class MambaTrainerBase(nnUNetTrainer):
         self.print_to_log_file(f"{self.describe()}; {n_params / 1e6:.2f}M parameters; acceleration: "
                                f"{describe_acceleration(self.device)}"
                                + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
+        for line in scan_backend_lines(self.device):
+            self.print_to_log_file(line)
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written atomically: interrupted at any moment, the previous file stays loadable

@@ -2,7 +2,7 @@
 
 For every module fixture (outputs, input gradients, parameter gradients) on every scan backend (`torch`,
 `cuda`, `triton`), prints the max abs difference and the README tolerance x 10 (the fixtures README expects
-GPU differences up to ~10x the CPU ones); skipped when NNUNETV2_MAMBAHOME_FIXTURES names no folder. Then
+GPU differences up to ~10x the CPU ones; fixtures from tests/fixtures or NNUNETV2_MAMBAHOME_FIXTURES). Then
 MambaMixer forward/backward of the `cuda` and `triton` backends against `torch` at the sequence lengths
 MambaHoMEUNet produces (128^3 and Dataset502 plans), in float32 and under the training precision policy
 (fp16 autocast -> bfloat16 mixer, against the float32 torch result); the Triton backward twice (bit-identical
@@ -18,14 +18,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from conftest import TOLERANCES, fixture_kind, round_up_1sig  # noqa: E402
+from conftest import FIXTURE_DIR, TOLERANCES, fixture_kind, round_up_1sig  # noqa: E402
 
 from nnunetv2_mambahome.compat import convert_reference_state_dict, load_reference_module  # noqa: E402
 from nnunetv2_mambahome.modules import MambaMixer, ResidualHoMELayer, ResidualMambaLayer  # noqa: E402
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
-FIXTURES = Path(os.environ.get("NNUNETV2_MAMBAHOME_FIXTURES", "/nonexistent"))
 QUICK = "--quick" in sys.argv  # two mixer shapes, no layer comparison
 BACKENDS = [b for b in ("torch", "cuda", "triton") if b in sys.argv[1:]] or ["torch", "cuda", "triton"]
 failures = []
@@ -38,9 +37,9 @@ def report(name: str, diff: float, tol: float) -> None:
     print(f"{'ok  ' if ok else 'FAIL'} {name:58s} max|diff| {diff:.2e}  tol {tol:.1e}")
 
 
-print(f"{torch.cuda.get_device_name()} torch {torch.__version__}; backends {BACKENDS}; fixtures "
-      f"{FIXTURES if FIXTURES.is_dir() else 'not given (skipped)'}", flush=True)
-for path in sorted(FIXTURES.glob("*.pt")):
+print(f"{torch.cuda.get_device_name()} torch {torch.__version__}; backends {BACKENDS}; fixtures {FIXTURE_DIR}",
+      flush=True)
+for path in sorted(FIXTURE_DIR.glob("*.pt")):
     fx = torch.load(path, weights_only=True)
     rtol, c_out, c_grad = TOLERANCES[fixture_kind(path.stem)]
     for backend in BACKENDS:
