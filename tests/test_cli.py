@@ -11,7 +11,7 @@ import torch
 import nnunetv2_mambahome
 from conftest import command_env
 from nnunetv2_mambahome.cli import main
-from nnunetv2_mambahome.ops import ENV_VAR
+from nnunetv2_mambahome.ops import ENV_VAR, explain_auto_choice
 from nnunetv2_mambahome.trainer_path import export_line, ext_trainer_status, ext_trainer_value, trainer_dir
 from nnunetv2_mambahome.training import scan_backend_log
 
@@ -71,8 +71,9 @@ def test_register_makes_nnunet_find_our_trainers(monkeypatch) -> None:
 
 def test_scan_backend_line_on_cpu(monkeypatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
-    assert scan_backend_log.scan_backend_lines(torch.device("cpu")) == [
-        "selective-scan backend: auto -> torch (device cpu has no compiled kernels)"]
+    lines = scan_backend_log.scan_backend_lines(torch.device("cpu"))
+    assert lines == [f"selective-scan backend: auto -> {explain_auto_choice(torch.device('cpu'))}"]
+    assert lines[0].startswith("selective-scan backend: auto -> torch (pure-PyTorch chunked scan; device cpu")
     monkeypatch.setenv(ENV_VAR, "torch")
     assert scan_backend_log.scan_backend_lines(torch.device("cuda")) == [
         f"selective-scan backend: torch (forced by {ENV_VAR}=torch)"]

@@ -11,7 +11,8 @@ import torch
 from ..ops import ENV_VAR, explain_auto_choice, requested_backend
 
 BANNER = "#" * 72
-FALLBACK_HINT = ('install the compiled kernels built against your torch: pip install --no-build-isolation '
+FALLBACK_HINT = ('neither the Triton scan nor mamba-ssm\'s kernels run here (the reason is above); install the '
+                 'compiled kernels built against your torch: pip install --no-build-isolation '
                  '"nnunetv2-mambahome[cuda]" (README, Install), check with `nnunetv2-mambahome doctor`; '
                  f'{ENV_VAR}=torch keeps this scan and silences this warning')
 
