@@ -1,8 +1,8 @@
 """Example: Mamba-HoME from Python: build a network from nnU-Net plans, then predict a folder with nnUNetPredictor.
 
 Shows `nnunetv2_mambahome.register()` (the Python form of the discovery line: nnU-Net looks the trainer up by
-the name stored in the checkpoint), `build_from_configuration` (any nnU-Net 3D plans -> MambaHoMEUNet, e.g.
-to embed the network elsewhere) and nnU-Net's own predictor on a trained model folder.
+the name stored in the checkpoint), the trainer's `build_network_architecture` (the network its plans
+describe, exactly as nnU-Net builds it for training and prediction, e.g. to embed it elsewhere) and nnU-Net's own predictor on a trained model folder.
     usage: python examples/python_api.py MODEL_FOLDER INPUT_FOLDER OUTPUT_FOLDER [--fold 0] [--device cpu]
 MODEL_FOLDER is nnUNet_results/<Dataset>/<Trainer>__<Plans>__<configuration> of one of our MambaHoMEUNet
 trainers; INPUT_FOLDER holds nnU-Net inputs (<case>_0000.nii.gz, ...).
@@ -18,19 +18,18 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 import nnunetv2_mambahome
-from nnunetv2_mambahome.nets.from_plans import build_from_configuration
 
 
 def build_network(model_folder: Path) -> torch.nn.Module:
-    """The (untrained) MambaHoMEUNet of a model folder: its plans, configuration and the trainer's HoME preset."""
+    """The (untrained) network of a model folder: what its trainer builds from its plans and configuration."""
     trainer_name, _, configuration = model_folder.name.split("__")
-    preset = recursive_find_trainer_class_by_name(trainer_name).mamba_home_preset  # found via register()
+    trainer = recursive_find_trainer_class_by_name(trainer_name)  # found via register()
     plans_manager = PlansManager(str(model_folder / "plans.json"))
     dataset_json = json.loads((model_folder / "dataset.json").read_text())
     cm = plans_manager.get_configuration(configuration)
     channels = determine_num_input_channels(plans_manager, cm, dataset_json)
     heads = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-    return build_from_configuration(cm, channels, heads, deep_supervision=False, preset=preset)
+    return trainer.build_network_architecture(plans_manager, cm, channels, heads, enable_deep_supervision=False)
 
 
 def main() -> None:

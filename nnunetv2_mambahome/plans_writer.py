@@ -1,7 +1,7 @@
-"""`nnunetv2-mambahome write-plans`: a plans identifier whose 3D configurations use MambaHoMEUNet.
+"""`nnunetv2-mambahome write-plans`: a plans identifier whose configurations use MambaHoMEUNet.
 
 Copies an existing plans file of a preprocessed dataset (default `nnUNetPlans`, or ResEnc plans), points
-every 3D configuration's architecture at MambaHoMEUNet with a HoME preset (and optional field overrides),
+every configuration's architecture (3D and 2D) at MambaHoMEUNet with a HoME preset (and optional field overrides),
 and saves it under a new name. The preprocessed data is shared (same data identifiers), so
 `nnUNetv2_train DATASET 3d_fullres FOLD -p <new name>` works at once, with any of our trainers or with
 nnU-Net's own `nnUNetTrainer`. Every input is checked before anything is written: the settings against
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .atomic_files import replaced_atomically
-from .nets.from_plans import PlansNotSupportedError, mamba_home_unet_kwargs
+from .nets.mamba_home_unet import MambaHoMEUNet
+from .nets.plans_encoder import PlansNotSupportedError, conv_plan_kwargs
 from .nets.stage_rule import MambaHoMERule, available_presets
 from .settings import InputError, SettingError
 
@@ -30,7 +31,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 def convert_plans(plans: dict, preset: str, overrides: Optional[dict[str, Any]] = None,
                   plans_name: Optional[str] = None) -> dict:
-    """Return a copy of `plans` with MambaHoMEUNet in every 3D configuration that defines an architecture.
+    """Return a copy of `plans` with MambaHoMEUNet in every configuration that defines an architecture.
 
     The Mamba-HoME settings are checked now, as training would: names, types and ranges, and the per-stage
     lists and `first_stage` against each configuration's number of stages (SettingError naming the key)."""
@@ -40,22 +41,23 @@ def convert_plans(plans: dict, preset: str, overrides: Optional[dict[str, Any]] 
     converted = []
     for name, cfg in new["configurations"].items():
         arch = cfg.get("architecture")
-        if arch is None or len(cfg.get("patch_size", [])) != 3:
-            continue  # inheriting configurations (e.g. 3d_cascade_fullres) take the parent's; 2D stays stock
+        if arch is None:
+            continue  # inheriting configurations (e.g. 3d_cascade_fullres) take the parent's
         try:
-            kwargs = mamba_home_unet_kwargs(arch["network_class_name"], arch["arch_kwargs"],
-                                            arch.get("_kw_requires_import", ()), preset)
-            rule.stage_configs(kwargs["n_stages"])
+            conv, settings = conv_plan_kwargs(arch["network_class_name"], arch["arch_kwargs"],
+                                              arch.get("_kw_requires_import", ()), "MambaHoMEUNet",
+                                              MambaHoMEUNet.plans_settings)
+            rule.stage_configs(conv["n_stages"])
         except (PlansNotSupportedError, SettingError) as exc:
             raise InputError(f"configuration {name}: {exc}") from None
-        arch_kwargs = dict(arch["arch_kwargs"])
-        arch_kwargs = {k: v for k, v in arch_kwargs.items() if k in kwargs}  # drop ResEnc-only extras
+        kept = {*conv, *(settings or {})}  # drops ResEnc-only extras (block, stem/bottleneck widths)
+        arch_kwargs = {k: v for k, v in arch["arch_kwargs"].items() if k in kept}
         arch_kwargs["mamba_home"] = mamba_home
         arch["network_class_name"] = NETWORK_CLASS
         arch["arch_kwargs"] = arch_kwargs
         converted.append(name)
     if not converted:
-        raise InputError("the plans have no 3D configuration with an architecture to convert")
+        raise InputError("the plans have no configuration with an architecture to convert")
     if plans_name:
         new["plans_name"] = plans_name
     return new

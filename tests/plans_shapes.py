@@ -59,3 +59,13 @@ SHAPES = [
     ("iso7_npot", [40, 56, 72], [32, 64, 128, 256, 320, 320, 320], [K3] * 7,
      [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 7, 3], [5, 1, 3], [1, 1, 1]]),
 ]
+
+
+def as_2d(arch):
+    """The same plan as a 2d configuration (what nnU-Net writes for `2d`): first spatial axis dropped, 2D ops."""
+    arch = copy.deepcopy(arch)
+    kw = arch["arch_kwargs"]
+    kw["conv_op"], kw["norm_op"] = "torch.nn.modules.conv.Conv2d", "torch.nn.modules.instancenorm.InstanceNorm2d"
+    kw["kernel_sizes"] = [k[1:] for k in kw["kernel_sizes"]]
+    kw["strides"] = [s[1:] for s in kw["strides"]]
+    return arch

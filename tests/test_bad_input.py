@@ -15,8 +15,8 @@ import torch
 
 from bad_input_helpers import ARCH, DATASET, PATCH, snapshot, write_preprocessed
 from nnunetv2_mambahome.cli import main
-from nnunetv2_mambahome.nets import MambaHoMERule, available_presets
-from nnunetv2_mambahome.nets.from_plans import build_from_configuration
+from nnunetv2_mambahome.nets import MambaHoMERule, MambaHoMEUNet, available_presets
+from nnunetv2_mambahome.plans_writer import NETWORK_CLASS
 from nnunetv2_mambahome.settings import MAMBA_HOME_SETTINGS, SettingError
 from plans_shapes import configuration, plans, resenc_arch
 
@@ -109,9 +109,10 @@ def test_home_out_linear_false_builds_the_network_without_the_linear() -> None:
     counts = {}
     for value in (True, False):
         arch = json.loads(json.dumps(ARCH))
+        arch["network_class_name"] = NETWORK_CLASS  # Mamba-HoME settings live in MambaHoMEUNet plans
         arch["arch_kwargs"]["mamba_home"] = {"preset": "light", "home_out_linear": value}
         with torch.device("meta"):
-            net = build_from_configuration(configuration(plans(PATCH, arch)), 1, 2, True)
+            net = MambaHoMEUNet.from_configuration(configuration(plans(PATCH, arch)), 1, 2, True)
         counts[value] = sum(p.numel() for p in net.parameters())
     assert counts[False] < counts[True]
 
@@ -139,9 +140,10 @@ def test_schema_covers_every_rule_field_and_every_preset_passes() -> None:
 def test_plans_values_are_checked_when_the_trainer_builds_the_network(mamba_home, fragment) -> None:
     """Plans edited by hand reach the same schema as write-plans (nnUNetv2_train builds the net in initialize)."""
     arch = json.loads(json.dumps(ARCH))
+    arch["network_class_name"] = NETWORK_CLASS
     arch["arch_kwargs"]["mamba_home"] = mamba_home
     with pytest.raises(SettingError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
-        build_from_configuration(configuration(plans(PATCH, arch)), 1, 2, True)
+        MambaHoMEUNet.from_configuration(configuration(plans(PATCH, arch)), 1, 2, True)
 
 
 # ------------------------------------------------------------------------------------------------ param-count

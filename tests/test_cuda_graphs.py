@@ -51,11 +51,11 @@ def _network():
     """A small 4-stage Mamba-HoME U-Net (light preset) from real-format plans, deep supervision on."""
     from plans_shapes import K3, configuration, plain_arch, plans
 
-    from nnunetv2_mambahome.nets.from_plans import build_from_configuration
+    from nnunetv2_mambahome.nets import MambaHoMEUNet
 
     arch = plain_arch([16, 32, 64, 128], [K3] * 4, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
     torch.manual_seed(0)
-    return build_from_configuration(configuration(plans([32, 64, 64], arch)), 1, 3, True, preset="light").cuda()
+    return MambaHoMEUNet.from_configuration(configuration(plans([32, 64, 64], arch)), 1, 3, True, preset="light").cuda()
 
 
 def _step(net, x, scaler, target_seed=0):

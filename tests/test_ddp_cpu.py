@@ -21,10 +21,10 @@ ARCH = plain_arch([4, 8, 16], [[3, 3, 3]] * 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
 
 
 def _build():
-    from nnunetv2_mambahome.nets.from_plans import build_from_configuration
+    from nnunetv2_mambahome.nets import MambaHoMEUNet
 
     torch.manual_seed(0)
-    return build_from_configuration(configuration(plans(PATCH, ARCH)), 1, 3, True, preset="light")
+    return MambaHoMEUNet.from_configuration(configuration(plans(PATCH, ARCH)), 1, 3, True, preset="light")
 
 
 def _loss(ddp: bool):

@@ -1,5 +1,7 @@
 """The mission's commands, run for real on CPU: make-dataset, plan_and_preprocess, train, predict, evaluate.
 
+3d_fullres for every trainer; the 2d configuration for MambaHoMEUNet and U-Mamba (training and validation).
+
 Uses the brain dataset built from Debian's mricron-data (real T1 + AAL atlas) at 6 mm, small enough for CI. The trainer is a
 *user's* subclass of nnUNetTrainerMambaHoMELight_smoke living in its own directory, added to
 nnUNet_extTrainer next to ours: this checks both our trainer lookup and that our trainers subclass cleanly.
@@ -118,3 +120,24 @@ def test_peer_trainer_trains_and_predicts(prepared, trainer) -> None:
     model_dir = next((root / "res").glob(f"Dataset{DATASET_ID}_*")) / f"{trainer}__nnUNetPlans__3d_fullres"
     assert (model_dir / "fold_0" / "checkpoint_final.pth").is_file()
     _check_predictions(raw, pred)
+
+
+@pytest.fixture(scope="module")
+def prepared_2d(prepared):
+    """The prepared dataset with nnU-Net's 2d configuration (already in its plans) preprocessed too."""
+    root, _, env = prepared
+    _run([_bin("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-np", "2"], env, root)
+    return prepared
+
+
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerMambaHoMELight_smoke", "nnUNetTrainerUMambaEnc_smoke"])
+def test_2d_configuration_trains_and_validates(prepared_2d, trainer) -> None:
+    """MambaHoMEUNet and U-Mamba build for nnU-Net's 2d configuration: nnUNetv2_train DATASET 2d 0 -tr ..."""
+    root, _, env = prepared_2d
+    log = _run([_bin("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", trainer, "-device", "cpu"], env, root)
+    network = "MambaHoMEUNet, Mamba-HoME preset 'light'" if "MambaHoME" in trainer else "UMambaEncUNet, "
+    assert network in log
+    fold = next((root / "res").glob(f"Dataset{DATASET_ID}_*")) / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert np.isfinite(summary["foreground_mean"]["Dice"])

@@ -123,9 +123,9 @@ def override_trained(prepared_dataset) -> tuple[str, Path]:
 
 
 def _network_shapes(configuration_manager, num_classes: int) -> dict[str, tuple[int, ...]]:
-    from nnunetv2_mambahome.nets.from_plans import build_from_configuration
+    from nnunetv2_mambahome.nets import MambaHoMEUNet
 
-    net = build_from_configuration(configuration_manager, 1, num_classes, True, preset="light")
+    net = MambaHoMEUNet.from_configuration(configuration_manager, 1, num_classes, True, preset="light")
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 

@@ -9,9 +9,9 @@ import torch
 
 from nnunetv2_mambahome.modules import MambaHoMEBlock
 from nnunetv2_mambahome.nets import MambaHoMERule
-from nnunetv2_mambahome.nets.from_plans import PlansNotSupportedError, build_from_configuration
+from nnunetv2_mambahome.nets import MambaHoMEUNet, PlansNotSupportedError
 from nnunetv2_mambahome.plans_writer import NETWORK_CLASS, _parse_override, convert_plans
-from plans_shapes import SHAPES, configuration, plain_arch, plans, resenc_arch
+from plans_shapes import SHAPES, as_2d, configuration, plain_arch, plans, resenc_arch
 
 
 def _small(arch, width=4):
@@ -60,13 +60,22 @@ def test_rule_settings_and_errors() -> None:
         MambaHoMERule.from_dict({"num_experts": [4, 0, 4]}).stage_configs(4)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=[s[0] for s in SHAPES])
-@pytest.mark.parametrize("kind", ["plain", "resenc"])
-def test_structure_follows_plans(shape, kind) -> None:
+def _plan(shape, kind: str):
+    """(patch, strides, arch) of a SHAPES entry as `kind` plans: plain/resenc, 3D or (suffix 2d) nnU-Net's 2d."""
     _, patch, features, kernels, strides = shape
-    arch = (plain_arch if kind == "plain" else resenc_arch)(features, kernels, strides)
+    arch = (resenc_arch if kind.startswith("resenc") else plain_arch)(features, kernels, strides)
+    if kind.endswith("2d"):  # the 2d configuration: the first (slice) axis dropped
+        return patch[1:], [s[1:] for s in strides], as_2d(arch)
+    return patch, strides, arch
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[s[0] for s in SHAPES])
+@pytest.mark.parametrize("kind", ["plain", "resenc", "plain2d", "resenc2d"])
+def test_structure_follows_plans(shape, kind) -> None:
+    features = shape[2]
+    patch, strides, arch = _plan(shape, kind)
     with torch.device("meta"):
-        net = build_from_configuration(configuration(plans(patch, arch)), 1, 3, True, preset="paper")
+        net = MambaHoMEUNet.from_configuration(configuration(plans(patch, arch)), 1, 3, True, preset="paper")
     stages = net.encoder.stages
     assert len(stages) == len(features)
     assert net.encoder.output_channels == features and net.encoder.strides == strides
@@ -84,14 +93,14 @@ def test_structure_follows_plans(shape, kind) -> None:
 
 
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[1]], ids=["iso4", "aniso5"])
-@pytest.mark.parametrize("kind", ["plain", "resenc"])
+@pytest.mark.parametrize("kind", ["plain", "resenc", "plain2d"])
 def test_every_parameter_gets_a_gradient(shape, kind) -> None:
     """nnU-Net's DDP runs without find_unused_parameters: one training step must touch every parameter."""
     torch.manual_seed(0)
-    _, patch, features, kernels, strides = shape
-    arch = _small((plain_arch if kind == "plain" else resenc_arch)(features, kernels, strides))
-    net = build_from_configuration(configuration(plans(patch, arch)), 2, 3, True,
-                                   preset="light", scan_backend="torch")
+    patch, strides, arch = _plan(shape, kind)
+    net = MambaHoMEUNet.from_configuration(configuration(plans(patch, _small(arch))), 2, 3, True,
+                                           preset="light", scan_backend="torch")
+    assert net.encoder.stages[1][1].gsc.proj.__class__.__name__ == f"Conv{len(patch)}d"
     outs = net(torch.randn(1, 2, *patch))
     assert [tuple(o.shape[2:]) for o in outs] == [tuple(patch)] + _ds_shapes(patch, strides)[1:]
     assert all(o.shape[:2] == (1, 3) for o in outs)
@@ -104,18 +113,23 @@ def test_every_parameter_gets_a_gradient(shape, kind) -> None:
 
 def test_mamba_home_overrides_from_plans_arch_kwargs() -> None:
     arch = _small(plain_arch(*SHAPES[0][2:]))
+    arch["network_class_name"] = NETWORK_CLASS
     arch["arch_kwargs"]["mamba_home"] = {"depth": 1, "group_sizes": [100, 50, 25], "num_experts": [1, 2, 3]}
-    net = build_from_configuration(configuration(plans(SHAPES[0][1], arch)), 1, 2, True, preset="paper")
+    net = MambaHoMEUNet.from_configuration(configuration(plans(SHAPES[0][1], arch)), 1, 2, True, preset="paper")
     homes = [s[1].home_layers[0].home for s in net.encoder.stages[1:]]
     assert [h.group_size for h in homes] == [100, 50, 25] and [h.num_experts for h in homes] == [1, 2, 3]
     assert all(len(s[1].mamba_layers) == 1 for s in net.encoder.stages[1:])
+    stock = copy.deepcopy(arch)
+    stock["network_class_name"] = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+    with pytest.raises(PlansNotSupportedError, match=r"\['mamba_home'\].*write-plans"):
+        MambaHoMEUNet.from_configuration(configuration(plans(SHAPES[0][1], stock)), 1, 2, True)
 
 
 def test_precision_policy_no_nan_under_autocast() -> None:
     """200 SGD steps under bf16 autocast (CPU's autocast dtype) stay finite and learn."""
     torch.manual_seed(0)
     arch = _small(plain_arch([8, 16, 32], [[3, 3, 3]] * 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]]), width=4)
-    net = build_from_configuration(configuration(plans([16, 16, 16], arch)), 1, 2, True, preset="light")
+    net = MambaHoMEUNet.from_configuration(configuration(plans([16, 16, 16], arch)), 1, 2, True, preset="light")
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     x = torch.randn(2, 1, 16, 16, 16) * 3
     y = (x[:, 0] > 0).long()
@@ -135,7 +149,7 @@ def test_precision_policy_no_nan_under_autocast() -> None:
 
 def test_force_fp32_runs_float32_under_autocast() -> None:
     arch = _small(plain_arch([8, 16], [[3, 3, 3]] * 2, [[1, 1, 1], [2, 2, 2]]))
-    net = build_from_configuration(configuration(plans([8, 8, 8], arch)), 1, 2, False, force_fp32=True)
+    net = MambaHoMEUNet.from_configuration(configuration(plans([8, 8, 8], arch)), 1, 2, False, force_fp32=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert net(torch.randn(1, 1, 8, 8, 8)).dtype == torch.float32
 
@@ -143,22 +157,23 @@ def test_force_fp32_runs_float32_under_autocast() -> None:
 def test_bad_input_is_reported_clearly() -> None:
     arch = plain_arch(*SHAPES[0][2:])
     with pytest.raises(PlansNotSupportedError, match="not divisible"):
-        build_from_configuration(configuration(plans([30, 32, 32], arch)), 1, 2, True)
-    arch2d = copy.deepcopy(arch)
-    arch2d["arch_kwargs"]["conv_op"] = "torch.nn.modules.conv.Conv2d"
-    with pytest.raises((PlansNotSupportedError, ValueError), match="3D only"):
-        build_from_configuration(configuration(plans([32, 32], arch2d)), 1, 2, True)
+        MambaHoMEUNet.from_configuration(configuration(plans([30, 32, 32], arch)), 1, 2, True)
+    with pytest.raises(PlansNotSupportedError, match=r"patch size \[32, 32\] is 2D but their conv_op Conv3d is 3D"):
+        MambaHoMEUNet.from_configuration(configuration(plans([32, 32], arch)), 1, 2, True)
+    with pytest.raises(PlansNotSupportedError, match="2D or 3D only"):
+        MambaHoMEUNet.from_configuration(configuration(plans([32], arch)), 1, 2, True)
     other = copy.deepcopy(arch)
     other["network_class_name"] = "dynamic_network_architectures.architectures.primus.Primus"
     with pytest.raises(PlansNotSupportedError, match="not supported"):
-        build_from_configuration(configuration(plans([32, 32, 32], other)), 1, 2, True)
-    net = build_from_configuration(configuration(plans([32, 32, 32], _small(arch))), 1, 2, False, preset="light")
+        MambaHoMEUNet.from_configuration(configuration(plans([32, 32, 32], other)), 1, 2, True)
+    net = MambaHoMEUNet.from_configuration(configuration(plans([32, 32, 32], _small(arch))), 1, 2, False, preset="light")
     with pytest.raises(ValueError, match="1 input channel"):
         net(torch.randn(1, 2, 32, 32, 32))
     bad_home = copy.deepcopy(arch)
+    bad_home["network_class_name"] = NETWORK_CLASS
     bad_home["arch_kwargs"]["mamba_home"] = {"num_experts": [4, 8]}
     with pytest.raises(ValueError, match="has 2 entries"):
-        build_from_configuration(configuration(plans([32, 32, 32], bad_home)), 1, 2, True)
+        MambaHoMEUNet.from_configuration(configuration(plans([32, 32, 32], bad_home)), 1, 2, True)
 
 
 def test_write_plans_gives_plans_nnunet_can_build() -> None:

@@ -6,7 +6,7 @@ import torch
 
 from conftest import load_fixture
 from nnunetv2_mambahome.compat import load_reference_module
-from nnunetv2_mambahome.nets.from_plans import PlansNotSupportedError
+from nnunetv2_mambahome.nets import PlansNotSupportedError
 from nnunetv2_mambahome.nets.paper_net import MambaHoMEPaperNet
 from nnunetv2_mambahome.training.cosine_lr import CosineAnnealingScheduler
 from nnunetv2_mambahome.training.paper_trainers import check_paper_patch_size

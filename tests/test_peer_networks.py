@@ -14,9 +14,10 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunetv2_mambahome.nets.from_plans import PlansNotSupportedError
-from nnunetv2_mambahome.nets.mamba_layers import reorder, restore
+from nnunetv2_mambahome.nets import PlansNotSupportedError
+from nnunetv2_mambahome.modules.peer_mamba_layers import reorder, restore
 from nnunetv2_mambahome.training import peer_trainers as pt
+from plans_shapes import as_2d
 
 PATCH = (8, 16, 16)
 STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
@@ -140,9 +141,17 @@ def test_reorder_restore_and_segmamba_interleave() -> None:
     assert torch.equal(reorder(t, spatial, (1, 2, 0)), chunks)
 
 
-def test_2d_plans_are_rejected() -> None:
-    p = plans(False)
+def test_2d_plans_build_u_mamba_and_are_rejected_by_the_3d_peers() -> None:
+    """U-Mamba ships 2D networks, so its peers build for nnU-Net's 2d configuration; the 3D papers' do not."""
+    p = plans(True)
     cfg = p["configurations"]["3d_fullres"]
-    cfg["patch_size"] = [32, 32]
-    with pytest.raises(PlansNotSupportedError, match="3D only"):
-        pt.nnUNetTrainerUMambaBot.build_network_architecture(PlansManager(p), ConfigurationManager(cfg), 1, 3)
+    cfg["architecture"] = as_2d(cfg["architecture"])
+    cfg["patch_size"] = list(PATCH[1:])
+    for trainer in (pt.nnUNetTrainerUMambaBot, pt.nnUNetTrainerUMambaEnc):
+        net = trainer.build_network_architecture(PlansManager(p), ConfigurationManager(cfg), 1, 3)
+        outputs = net(torch.randn(2, 1, *PATCH[1:]))
+        assert [tuple(o.shape) for o in outputs] == [(2, 3, 16, 16), (2, 3, 8, 8), (2, 3, 4, 4)]
+        assert {type(m).__name__ for m in net.modules()} >= {"Conv2d", "MambaLayer"}
+    for trainer in TRAINERS[2:]:
+        with pytest.raises(PlansNotSupportedError, match=f"{trainer.network_class.__name__} is 3D only"):
+            trainer.build_network_architecture(PlansManager(p), ConfigurationManager(cfg), 1, 3)

@@ -164,7 +164,7 @@ def build_trainer(setup: Setup, workload: Workload, results_dir: Path):
     config["patch_size"], config["batch_size"] = list(workload.patch_size), workload.batch_size
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunetv2_mambahome.nets.from_plans import check_patch_size
+    from nnunetv2_mambahome.nets.plans_encoder import check_patch_size
 
     # every network (not only ours) needs a patch its pooling divides; say so before a shape error in forward
     check_patch_size(workload.patch_size,

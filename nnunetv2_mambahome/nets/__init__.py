@@ -1,10 +1,14 @@
-"""Networks on nnU-Net plans: MambaHoMEUNet, the paper-faithful MambaHoMEPaperNet, and the peer Mamba U-Nets."""
+"""Networks on nnU-Net plans: the `PlansUNet` frame, MambaHoMEUNet and the peer Mamba U-Nets on it, and the
+paper-faithful MambaHoMEPaperNet (3D, not plans-driven)."""
 from .mamba_home_unet import MambaHoMEUNet
 from .paper_net import MambaHoMEPaperNet
 from .peer_unets import (PEER_NETWORKS, BiSegMambaUNet, MultiSegMambaUNet, PeerMambaUNet, SegMambaSkipUNet,
-                         SegMambaUNet, TamingSegMambaUNet, UMambaBotUNet, UMambaEncUNet, build_peer_network)
+                         SegMambaUNet, TamingSegMambaUNet, UMambaBotUNet, UMambaEncUNet)
+from .plans_encoder import PlansNotSupportedError
+from .plans_unet import PlansUNet
 from .stage_rule import MambaHoMERule, StageConfig, available_presets, load_preset
 
 __all__ = ["BiSegMambaUNet", "MambaHoMEPaperNet", "MambaHoMERule", "MambaHoMEUNet", "MultiSegMambaUNet",
-           "PEER_NETWORKS", "PeerMambaUNet", "SegMambaSkipUNet", "SegMambaUNet", "StageConfig", "TamingSegMambaUNet",
-           "UMambaBotUNet", "UMambaEncUNet", "available_presets", "build_peer_network", "load_preset"]
+           "PEER_NETWORKS", "PeerMambaUNet", "PlansNotSupportedError", "PlansUNet", "SegMambaSkipUNet",
+           "SegMambaUNet", "StageConfig", "TamingSegMambaUNet", "UMambaBotUNet", "UMambaEncUNet",
+           "available_presets", "load_preset"]

@@ -2,64 +2,68 @@
 
 Everything that shapes the network comes from the nnU-Net plans (stages, features, kernel sizes, strides,
 convolutions or residual blocks per stage, norm/nonlin), so it serves any dataset nnU-Net plans, default or
-ResEnc. Encoder stage s = nnU-Net's conv stage (its first conv downsamples as the plans say) followed, for
-the stages chosen by `stage_rule`, by a `MambaHoMEBlock` (GSC, then Mamba and HoME layers on the stage's
-raster token sequence, last axis fastest). The decoder is nnU-Net's `UNetDecoder` (transposed convs, skip
-concatenation, deep-supervision heads in nnU-Net's order, `decoder.deep_supervision`).
+ResEnc, 3D or 2D. Encoder stage s = nnU-Net's conv stage (its first conv downsamples as the plans say)
+followed, for the stages chosen by `stage_rule`, by a `MambaHoMEBlock` (GSC, then Mamba and HoME layers on
+the stage's raster token sequence, last axis fastest; 2D or 3D through conv_op/norm_op). The frame
+(`PlansUNet`) supplies nnU-Net's `UNetDecoder`, deep supervision, the plans checks and ResEnc's
+initialisation.
+
+The Mamba-HoME settings (`mamba_home`, see `stage_rule.MambaHoMERule`) come from the plans: plans naming
+MambaHoMEUNet give them completely (no `preset` there means the paper preset, as nnU-Net's own
+`get_network_from_plans` builds them); for stock plans the trainer's preset applies.
 """
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Sequence, Type, Union
+from dataclasses import asdict
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
-from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
-from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
-from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
-from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from ..acceleration import acceleration_mode
-from ..cuda_graphs import graphed
 from ..modules import MambaHoMEBlock
-from ..precision import float32_region
-from .plans_encoder import IntOrSeq, PlansEncoder
-from .stage_rule import MambaHoMERule, StageConfig
+from .plans_encoder import instance_norm_for
+from .plans_unet import PlansUNet, plans_conflict
+from .stage_rule import DEFAULT_PRESET, MambaHoMERule
 
 
-def instance_norm_for(conv_op: Type[nn.Module]) -> Type[nn.Module]:
-    """InstanceNorm of conv_op's dimensionality (the GSC's norm, as in the reference)."""
-    return {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[convert_conv_op_to_dim(conv_op)]
+def _per_stage(values: Sequence[Any]) -> str:
+    return "/".join(str(v) for v in values)
 
 
-class MambaHoMEEncoder(PlansEncoder):
-    """The plan's conv stages, each chosen by the stage rule followed by a Mamba-HoME block."""
+class MambaHoMEUNet(PlansUNet):
+    """U-Net built from nnU-Net plans with Mamba-HoME encoder stages; returns nnU-Net's deep-supervision list.
 
-    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[nn.Module],
-                 kernel_sizes: Sequence, strides: Sequence, n_conv_per_stage: Optional[IntOrSeq],
-                 n_blocks_per_stage: Optional[IntOrSeq], stage_configs: Sequence[Optional[StageConfig]],
-                 conv_bias: bool, norm_op: Optional[Type[nn.Module]], norm_op_kwargs: Optional[dict],
-                 dropout_op: Optional[Type[nn.Module]], dropout_op_kwargs: Optional[dict],
-                 nonlin: Optional[Type[nn.Module]], nonlin_kwargs: Optional[dict], scan_backend: Optional[str]):
-        def home_block(s: int, channels: int) -> Optional[MambaHoMEBlock]:
-            cfg = stage_configs[s]
-            if cfg is None:
-                return None
-            return MambaHoMEBlock(channels, cfg.depth, cfg.group_size, cfg.num_experts, cfg.slots_per_expert,
-                                  cfg.num_experts_second, cfg.expert_mult, cfg.d_state, cfg.d_conv, cfg.expand,
-                                  cfg.home_out_linear, conv_op=conv_op, norm_op=instance_norm_for(conv_op),
-                                  scan_backend=scan_backend)
+    Takes the plans' arch_kwargs like `PlainConvUNet` / `ResidualEncoderUNet`, plus `mamba_home` (the
+    stage-rule settings, e.g. {"preset": "light", "depth": 1}; default: the paper preset), `scan_backend` and
+    `force_fp32` (see `PlansUNet`). On CUDA, calls are replayed as CUDA graphs when
+    `acceleration.acceleration_mode` says so (the default).
+    """
 
-        super().__init__(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
-                         n_conv_per_stage, n_blocks_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
-                         dropout_op_kwargs, nonlin, nonlin_kwargs, stage_extra=home_block)
-        self.stage_configs = list(stage_configs)
+    plans_settings = (*PlansUNet.plans_settings, "mamba_home")
+    replays_cuda_graphs = True  # the default on GPUs (`acceleration`): a step launches thousands of small kernels
 
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """Feature-map elements (nnU-Net's VRAM proxy), including an estimate for the token path."""
-        total = super().compute_conv_feature_map_size(input_size)
+    def __init__(self, input_channels: int, n_stages: int, *args: Any, mamba_home: Optional[Mapping[str, Any]] = None,
+                 **kwargs: Any):
+        # read by stage_layer, which PlansUNet.__init__ calls while building the encoder
+        self.mamba_home = {"preset": DEFAULT_PRESET, **dict(mamba_home or {})}
+        self.rule = MambaHoMERule.from_dict(self.mamba_home)
+        self.stage_configs = self.rule.stage_configs(n_stages)
+        super().__init__(input_channels, n_stages, *args, **kwargs)
+
+    def stage_layer(self, stage: int, channels: int) -> Optional[nn.Module]:
+        cfg = self.stage_configs[stage]
+        if cfg is None:
+            return None
+        return MambaHoMEBlock(channels, cfg.depth, cfg.group_size, cfg.num_experts, cfg.slots_per_expert,
+                              cfg.num_experts_second, cfg.expert_mult, cfg.d_state, cfg.d_conv, cfg.expand,
+                              cfg.home_out_linear, conv_op=self.conv_op, norm_op=instance_norm_for(self.conv_op),
+                              scan_backend=self.scan_backend)
+
+    def token_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        """An estimate of the token path's activations per stage, added to nnU-Net's VRAM proxy."""
+        total = np.int64(0)
         size = list(input_size)
-        for stride, cfg, c in zip(self.strides, self.stage_configs, self.output_channels):
+        for stride, cfg, c in zip(self.encoder.strides, self.stage_configs, self.encoder.output_channels):
             size = [i // j for i, j in zip(size, stride)]
             if cfg is not None:
                 tokens = int(np.prod(size, dtype=np.int64))
@@ -69,70 +73,35 @@ class MambaHoMEEncoder(PlansEncoder):
                 total += np.int64(tokens) * per_token
         return total
 
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "stage_configs": [None if c is None else asdict(c) for c in self.stage_configs]}
 
-class MambaHoMEUNet(AbstractDynamicNetworkArchitectures):
-    """U-Net built from nnU-Net plans with Mamba-HoME encoder stages; returns nnU-Net's deep-supervision list.
+    def describe(self) -> str:
+        """The built rule: preset and plans overrides, stages, depth, K, E, E2 per Mamba-HoME stage, backend."""
+        configs = [(s, c) for s, c in enumerate(self.stage_configs) if c is not None]
+        overrides = sorted(k for k in self.mamba_home if k != "preset")
+        first = configs[0][1]
+        return (f"MambaHoMEUNet, Mamba-HoME preset '{self.mamba_home['preset']}'"
+                + (f" with {', '.join(f'{k}={self.mamba_home[k]}' for k in overrides)}" if overrides else "")
+                + f": blocks on stages {[s for s, _ in configs]} of {len(self.stage_configs)} (max_token_stages "
+                f"{self.rule.max_token_stages}), depth {_per_stage(c.depth for _, c in configs)}, "
+                f"K {_per_stage(c.group_size for _, c in configs)}, E {_per_stage(c.num_experts for _, c in configs)}, "
+                f"E2 {_per_stage(c.num_experts_second for _, c in configs)}, S {first.slots_per_expert}, "
+                f"expert_mult {first.expert_mult}, scan backend {self.scan_backend or 'env/auto'}")
 
-    Give `n_conv_per_stage` (default plans) or `n_blocks_per_stage` (ResEnc plans). `mamba_home` holds the
-    stage-rule settings (see `stage_rule.MambaHoMERule`, e.g. {"preset": "light"}); default = paper preset.
-    `force_fp32=True` runs the whole network in float32 even under autocast (the no-AMP trainers set it).
-    On CUDA, calls are replayed as CUDA graphs when `acceleration.acceleration_mode` says so (the default).
-    """
-
-    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq,
-                 conv_op: Type[nn.Module], kernel_sizes: Sequence, strides: Sequence, num_classes: int,
-                 n_conv_per_stage_decoder: IntOrSeq, n_conv_per_stage: Optional[IntOrSeq] = None,
-                 n_blocks_per_stage: Optional[IntOrSeq] = None, conv_bias: bool = False,
-                 norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
-                 dropout_op: Optional[Type[nn.Module]] = None, dropout_op_kwargs: Optional[dict] = None,
-                 nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
-                 deep_supervision: bool = False, mamba_home: Optional[Mapping[str, Any]] = None,
-                 scan_backend: Optional[str] = None, force_fp32: bool = False):
-        super().__init__()
-        if convert_conv_op_to_dim(conv_op) != 3:
-            raise ValueError("MambaHoMEUNet is 3D only (the paper's setting): use a 3d configuration "
-                             "(3d_fullres, 3d_lowres, 3d_cascade_fullres), not a 2d one")
-        if (n_conv_per_stage is None) == (n_blocks_per_stage is None):
-            raise ValueError("give exactly one of n_conv_per_stage (plain plans) or n_blocks_per_stage (ResEnc plans)")
-        if n_stages < 2:
-            raise ValueError(f"MambaHoMEUNet needs at least 2 stages, the plan has {n_stages}")
-        self.rule = MambaHoMERule.from_dict(mamba_home)
-        self.input_channels = input_channels
-        self.force_fp32 = force_fp32
-        self.scan_backend = scan_backend
-        self.encoder = MambaHoMEEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
-                                        n_conv_per_stage, n_blocks_per_stage, self.rule.stage_configs(n_stages),
-                                        conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin,
-                                        nonlin_kwargs, scan_backend)
-        self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision)
-        self.key_to_encoder = "encoder.stages"
-        self.key_to_stem = "encoder.stem" if self.encoder.stem is not None else "encoder.stages.0"
-        self.keys_to_in_proj = ("encoder.stem.convs.0.conv",) if self.encoder.stem is not None else \
-            ("encoder.stages.0.0.convs.0.conv",)
-
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
-        if x.shape[1] != self.input_channels:
-            raise ValueError(f"MambaHoMEUNet was built for {self.input_channels} input channel(s), got a tensor with "
-                             f"{x.shape[1]} (shape {tuple(x.shape)})")
-        if x.is_cuda and not torch.compiler.is_compiling() and \
-                acceleration_mode(x.device, self.scan_backend) == "graphs":
-            return graphed(self, self._forward)(x)
-        return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
-        """The eager forward (what CUDA graphs capture)."""
-        if self.force_fp32:
-            with float32_region(x.device):
-                return self.decoder(self.encoder(x.float()))
-        return self.decoder(self.encoder(x))
-
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        if len(input_size) != 3:
-            raise ValueError("give the spatial patch size only, e.g. (z, y, x)")
-        return self.encoder.compute_conv_feature_map_size(input_size) + \
-            self.decoder.compute_conv_feature_map_size(input_size)
-
-    @staticmethod
-    def initialize(module: nn.Module) -> None:
-        """He init for convolutions (nnU-Net's); Mamba's and HoME's own initialisation is left alone."""
-        InitWeights_He(1e-2)(module)
+    @classmethod
+    def settings_from_plans(cls, plans_settings: Optional[Mapping[str, Any]], preset: Optional[str] = None,
+                            **wanted: Any) -> dict[str, Any]:
+        """As `PlansUNet`'s, plus the Mamba-HoME settings: the plans' when they name MambaHoMEUNet (complete; a
+        wanted `preset` must agree with theirs), else the wanted `preset` (default: paper)."""
+        settings = super().settings_from_plans(plans_settings, **wanted)
+        if plans_settings is None:
+            settings["mamba_home"] = {"preset": preset or DEFAULT_PRESET}
+            return settings
+        planned = dict(settings.get("mamba_home") or {}).get("preset", DEFAULT_PRESET)
+        if preset is not None and preset != planned:
+            raise plans_conflict(
+                "Mamba-HoME preset", preset, planned,
+                f"train these plans with nnUNetTrainerMambaHoME (it follows the plans), or write plans for "
+                f"'{preset}' with `nnunetv2-mambahome write-plans -d DATASET --preset {preset}` and train with -p")
+        return settings

@@ -5,6 +5,8 @@ Encoder (SegMamba-style): a 7^3 stride-2 stem conv, then 3 x [InstanceNorm3d -> 
 token sequence, last axis fastest). Each stage's output is InstanceNorm'ed for the skip while the
 un-normalised map continues. Decoder: MONAI UNETR residual blocks (`unetr_blocks`), a 1x1 head, no deep
 supervision. The whole forward runs in float32, also under autocast (the official training is fp32).
+3D only, like the official network: its stages are fixed (4 stride-2 stages), not taken from nnU-Net's plans,
+so it does not build for a 2d configuration (`MambaHoMEUNet` does).
 """
 from __future__ import annotations
 

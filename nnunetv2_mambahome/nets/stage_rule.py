@@ -23,6 +23,9 @@ from typing import Any, Mapping, Optional
 
 from ..settings import PRESET_METADATA, SettingError, check_mamba_home, show
 
+# the preset MambaHoMERule's field defaults are, and the one a network gets when nothing names another
+DEFAULT_PRESET = "paper"
+
 
 @dataclass(frozen=True)
 class StageConfig:

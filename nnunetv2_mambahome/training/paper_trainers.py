@@ -15,19 +15,17 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from ..nets.from_plans import PlansNotSupportedError
 from ..nets.paper_net import SIZE_MULTIPLE, MambaHoMEPaperNet, nearest_fitting_sizes
+from ..nets.plans_encoder import PlansNotSupportedError, check_dimensions
 from .base import MambaTrainerBase
 from .cosine_lr import CosineAnnealingScheduler
-from .trainers import _epochs_variant
+from .variants import epochs_variants
 
 
 def check_paper_patch_size(patch_size: Sequence[int], configuration_name: str = "3d_fullres") -> None:
     """Fail before training if the plans' patch cannot go through the paper net (3D, multiples of 16)."""
     patch = [int(p) for p in patch_size]
-    if len(patch) != 3:
-        raise PlansNotSupportedError(f"MambaHoMEPaperNet is 3D only; this configuration has a {len(patch)}D patch: "
-                                     "train a 3d configuration (3d_fullres, 3d_lowres)")
+    check_dimensions("MambaHoMEPaperNet", len(patch), (3,))
     if any(p % SIZE_MULTIPLE for p in patch):
         fits, name = nearest_fitting_sizes(patch), configuration_name
         raise PlansNotSupportedError(
@@ -106,8 +104,7 @@ class nnUNetTrainerMambaHoMEPaper_smoke(nnUNetTrainerMambaHoMEPaper, nnUNetTrain
 
 
 # nnU-Net-style short schedules (the cosine spans the shortened run): nnUNetTrainerMambaHoMEPaper_5epochs, ...
-_VARIANTS = {f"nnUNetTrainerMambaHoMEPaper_{n}epochs": _epochs_variant(nnUNetTrainerMambaHoMEPaper, n)
-             for n in (1, 5, 10, 50, 100, 250)}
+_VARIANTS = epochs_variants(nnUNetTrainerMambaHoMEPaper)
 globals().update(_VARIANTS)
 
 __all__ = ["nnUNetTrainerMambaHoMEPaper", "nnUNetTrainerMambaHoMEPaper_smoke", *_VARIANTS]

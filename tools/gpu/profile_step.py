@@ -22,7 +22,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2_mambahome.acceleration import ACCEL_ENV
 from nnunetv2_mambahome.benchmark.speed_measure import gpu_busy_ms
 from nnunetv2_mambahome.modules import GatedSpatialConv, ResidualHoMELayer, ResidualMambaLayer
-from nnunetv2_mambahome.nets.from_plans import build_from_configuration
+from nnunetv2_mambahome.nets import MambaHoMEUNet
 from nnunetv2_mambahome.ops import ENV_VAR as SCAN_ENV
 from nnunetv2_mambahome.precision import TOKEN_DTYPE_ENV
 
@@ -127,7 +127,7 @@ def main() -> None:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         torch.manual_seed(0)
-        net = build_from_configuration(cm, 1, 9, True, preset=preset).cuda()
+        net = MambaHoMEUNet.from_configuration(cm, 1, 9, True, preset=preset).cuda()
         if accel == "compile-graphs":
             net.__dict__["_forward"] = torch.compile(net._forward)
             t0 = time.perf_counter()

@@ -2,18 +2,24 @@
 
 A feature map (B, C, *S) becomes a raster token sequence (B, L, C), last spatial axis fastest, as in every
 reference. Scan variants are plain reorderings of that sequence around the stock mixer: a flip for the
-backward direction, a permutation of the spatial axes for another axis order, no patched kernel. Everything
-inside `TokenLayer` runs in float32 even under nnU-Net's fp16 autocast (see `precision`).
+backward direction, a permutation of the spatial axes for another axis order, no patched kernel. 2D or 3D
+(MultiAxis's default axis orders are 3D).
+
+Precision is Mamba-HoME's policy (`precision`): inside `TokenLayer` autocast is off, the residual stream
+between token layers is float32, and each Mamba sub-layer computes its pre-norm and mixer in the token dtype
+(bfloat16 under autocast where the device has it, else float32), like `ResidualMambaLayer`; Taming Mambas'
+LN + Linear sub-layer likewise. The network's `force_fp32` (the _noAMP trainers) makes all of it float32.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..modules import MambaMixer
-from ..precision import float32_region
+from ..precision import token_region
+from .mamba_mixer import MambaMixer
 
 AxisOrder = tuple[int, ...]
 # Taming Mambas' MultiSegMamba keeps permutations 0, 1, 2 and 4 of itertools.permutations((H, W, D)).
@@ -40,7 +46,8 @@ class SpatialTokenModule(nn.Module):
 
 
 class MambaLayer(nn.Module):
-    """Mamba(LN(x)) on tokens, plus x when `residual` (U-Mamba's layer has none)."""
+    """Mamba(LN(x)) on tokens, plus x when `residual` (U-Mamba's layer has none); LN and Mamba in the token
+    dtype, the output float32."""
 
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, residual: bool = False,
                  scan_backend: Optional[str] = None):
@@ -50,12 +57,16 @@ class MambaLayer(nn.Module):
         self.residual = residual
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        out = self.mixer(self.norm(t))
-        return t + out if self.residual else out
+        with token_region(t.device) as dtype:
+            out = self.mixer(self.norm(t.to(dtype))).float()
+            return t + out if self.residual else out
 
 
 class MambaTrans(nn.Module):
-    """Taming Mambas' Mamba layer: x + Mamba(LN(x)), then x + Linear(LN(x)); d_state = min(dim, d_state_max)."""
+    """Taming Mambas' Mamba layer: x + Mamba(LN(x)), then x + Linear(LN(x)); d_state = min(dim, d_state_max).
+
+    LN, Mamba and Linear in the token dtype, the two sums in x's dtype (the float32 residual stream).
+    """
 
     def __init__(self, dim: int, d_state_max: int = 256, scan_backend: Optional[str] = None):
         super().__init__()
@@ -65,8 +76,10 @@ class MambaTrans(nn.Module):
         self.head = nn.Linear(dim, dim)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        t = t + self.mixer(self.norm1(t))
-        return t + self.head(self.norm2(t))
+        with token_region(t.device) as dtype:
+            t = t + self.mixer(self.norm1(t.to(dtype)))
+            bias = None if self.head.bias is None else self.head.bias.to(dtype)
+            return t + F.linear(self.norm2(t.to(dtype)), self.head.weight.to(dtype), bias)
 
 
 class Bidirectional(nn.Module):
@@ -120,15 +133,20 @@ class TriOrientedMambaLayer(SpatialTokenModule):
             MambaMixer(dim, d_state=d_state, d_conv=d_conv, expand=expand, backend=scan_backend) for _ in range(3))
 
     def forward(self, t: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
-        h = self.norm(t)
-        inter_slice: AxisOrder = (*range(1, len(spatial)), 0)
-        out = self.forward_mixer(h) + self.backward_mixer(h.flip(1)).flip(1)
-        out = out + restore(self.slice_mixer(reorder(h, spatial, inter_slice)), spatial, inter_slice)
-        return t + out
+        with token_region(t.device) as dtype:
+            h = self.norm(t.to(dtype))
+            inter_slice: AxisOrder = (*range(1, len(spatial)), 0)
+            # summed onto the float32 stream one by one, left to right
+            return (t + self.forward_mixer(h) + self.backward_mixer(h.flip(1)).flip(1)
+                    + restore(self.slice_mixer(reorder(h, spatial, inter_slice)), spatial, inter_slice))
 
 
 class TokenLayer(nn.Module):
-    """Feature map -> raster tokens -> the token layers in turn -> feature map, in float32 (output float32)."""
+    """Feature map -> raster tokens -> the token layers in turn -> feature map, autocast off inside.
+
+    The token stream is float32 (each layer computes in the token dtype, see the module docstring); the output
+    has the input's dtype (float16 under nnU-Net's autocast), as `MambaHoMEBlock`'s.
+    """
 
     def __init__(self, *layers: nn.Module):
         super().__init__()
@@ -136,8 +154,8 @@ class TokenLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape
-        with float32_region(x.device):
+        with token_region(x.device):
             t = x.reshape(b, c, -1).transpose(1, 2).float()
             for layer in self.layers:
                 t = layer(t, spatial) if isinstance(layer, SpatialTokenModule) else layer(t)
-            return t.transpose(1, 2).reshape(b, c, *spatial)
+            return t.transpose(1, 2).reshape(b, c, *spatial).to(x.dtype)
