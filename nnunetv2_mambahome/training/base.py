@@ -41,11 +41,14 @@ class MambaTrainerBase(nnUNetTrainer):
         threads = apply_training_cpu_threads(self.device)
         network = self.network.module if self.is_ddp else self.network
         network = getattr(network, "_orig_mod", network)  # torch.compile's wrapper
-        if hasattr(network, "_forward"):  # networks that replay CUDA graphs report captures in the training log
+        replays = getattr(network, "replays_cuda_graphs", False)
+        if replays:  # networks that replay CUDA graphs report captures in the training log
             graphed(network, network._forward).log = self.print_to_log_file
+        accel = describe_acceleration(self.device, getattr(network, "scan_backend", None))
+        if not replays and accel.startswith("CUDA graphs"):
+            accel = f"eager ({type(network).__name__} does not replay CUDA graphs)"
         n_params = sum(p.numel() for p in self.network.parameters())
-        self.print_to_log_file(f"{self.describe()}; {n_params / 1e6:.2f}M parameters; acceleration: "
-                               f"{describe_acceleration(self.device)}"
+        self.print_to_log_file(f"{self.describe()}; {n_params / 1e6:.2f}M parameters; acceleration: {accel}"
                                + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
         for line in scan_backend_lines(self.device):
             self.print_to_log_file(line)
