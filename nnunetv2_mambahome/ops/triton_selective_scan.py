@@ -69,6 +69,35 @@ def _column(mat, cols, n):
 
 
 @triton.jit
+def _program(dim, NP: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (chunk, channel block, batch) ids, its channels, their mask and the state columns."""
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    return tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64), offs_d, offs_d < dim, tl.arange(0, NP)
+
+
+@triton.jit
+def _channel_vector(ptr, offs_d, mask_d, BLOCK_D: tl.constexpr, PRESENT: tl.constexpr):
+    """A per-channel parameter (D, delta_bias) as float32, zeros when the argument is absent."""
+    v = tl.zeros((BLOCK_D,), tl.float32)
+    if PRESENT:
+        v = tl.load(ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _chunk_states(ptr, pid_b, pid_c, n_chunks, dim, offs_d, mask_d, cols, N: tl.constexpr, BLOCK_D: tl.constexpr,
+                  NP: tl.constexpr, LOAD: tl.constexpr):
+    """Index and mask of this program's (channels x states) block of a (batch, chunks, N, dim) buffer, and the
+    block itself (zeros unless LOAD)."""
+    idx = ((pid_b * n_chunks + pid_c) * N + cols[None, :]) * dim + offs_d[:, None]
+    mask = mask_d[:, None] & (cols[None, :] < N)
+    block = tl.zeros((BLOCK_D, NP), tl.float32)
+    if LOAD:
+        block = tl.load(ptr + idx, mask=mask, other=0.0)
+    return idx, mask, block
+
+
+@triton.jit
 def _load_delta(dt_ptr, bias, offs_d, offs_t, mask, s_b, s_d, s_l, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr):
     """The step sizes softplus(delta + bias) (float32, 0 where masked: an identity step) and delta + bias."""
@@ -93,21 +122,10 @@ def _scan_fwd_kernel(
 ):
     """One chunk x channel block x batch. FINAL=False: scan from zero, store the chunk's end state and sum of
     delta (pass 1). FINAL=True: scan from the chunk's start state (LOAD_START) and write the output (pass 3)."""
-    pid_c = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_b = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
-    cols = tl.arange(0, NP)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    state_idx = ((pid_b * n_chunks + pid_c) * N + cols[None, :]) * dim + offs_d[:, None]
-    state_mask = mask_d[:, None] & (cols[None, :] < N)
-    if LOAD_START:
-        h = tl.load(chunk_h_ptr + state_idx, mask=state_mask, other=0.0)
-    else:
-        h = tl.zeros((BLOCK_D, NP), tl.float32)
+    pid_c, pid_d, pid_b, offs_d, mask_d, cols = _program(dim, NP, BLOCK_D)
+    bias = _channel_vector(bias_ptr, offs_d, mask_d, BLOCK_D, HAS_BIAS)
+    state_idx, state_mask, h = _chunk_states(chunk_h_ptr, pid_b, pid_c, n_chunks, dim, offs_d, mask_d, cols, N,
+                                             BLOCK_D, NP, LOAD_START)
     dt_sum = tl.zeros((BLOCK_D,), tl.float32)
     last_step = tl.arange(0, BLOCK_T) == BLOCK_T - 1
     t_start = pid_c * chunk_len
@@ -141,8 +159,7 @@ def _scan_fwd_kernel(
             h = tl.where(cols[None, :] == n, tl.sum(tl.where(last_step[None, :], hs, 0.0), 1)[:, None], h)
         if FINAL:
             if HAS_D:
-                Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-                y += u * Dv[:, None]
+                y += u * _channel_vector(D_ptr, offs_d, mask_d, BLOCK_D, HAS_D)[:, None]
             if HAS_Z:
                 z = tl.load(z_ptr + pid_b * s_zb + offs_d[:, None] * s_zd + offs_t[None, :] * s_zl, mask=mask,
                             other=0.0).to(tl.float32)
@@ -186,15 +203,8 @@ def _scan_bwd_local_kernel(
 ):
     """Backward pass 1: the adjoint at each chunk's first step from a zero adjoint after the chunk, and the
     chunk's sum of delta_{t+1} (its decays as seen by the adjoint)."""
-    pid_c = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_b = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
-    cols = tl.arange(0, NP)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    pid_c, pid_d, pid_b, offs_d, mask_d, cols = _program(dim, NP, BLOCK_D)
+    bias = _channel_vector(bias_ptr, offs_d, mask_d, BLOCK_D, HAS_BIAS)
     g = tl.zeros((BLOCK_D, NP), tl.float32)
     shift_sum = tl.zeros((BLOCK_D,), tl.float32)
     first_step = tl.arange(0, BLOCK_T) == 0
@@ -223,8 +233,9 @@ def _scan_bwd_local_kernel(
                                                reverse=True)
             gs = g_cum + a_cum * _column(g, cols, n)[:, None]
             g = tl.where(cols[None, :] == n, tl.sum(tl.where(first_step[None, :], gs, 0.0), 1)[:, None], g)
-    idx = ((pid_b * n_chunks + pid_c) * N + cols[None, :]) * dim + offs_d[:, None]
-    tl.store(chunk_g_ptr + idx, g, mask=mask_d[:, None] & (cols[None, :] < N))
+    idx, mask, _ = _chunk_states(chunk_g_ptr, pid_b, pid_c, n_chunks, dim, offs_d, mask_d, cols, N, BLOCK_D, NP,
+                                 False)
+    tl.store(chunk_g_ptr + idx, g, mask=mask)
     tl.store(chunk_s_ptr + (pid_b * n_chunks + pid_c) * dim + offs_d, shift_sum, mask=mask_d)
 
 
@@ -243,24 +254,11 @@ def _scan_bwd_kernel(
 
     du, ddelta, dz and out_z are (batch, dim, L) contiguous; dB/dC partial sums (batch, dim blocks, N, L);
     dA (batch, chunks, N, dim), dD and d(delta_bias) (batch, chunks, dim) partial sums."""
-    pid_c = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_b = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
-    cols = tl.arange(0, NP)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    Dv = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    chunk_idx = ((pid_b * n_chunks + pid_c) * N + cols[None, :]) * dim + offs_d[:, None]
-    chunk_mask = mask_d[:, None] & (cols[None, :] < N)
-    if LOAD_CARRY:
-        g = tl.load(chunk_g_ptr + chunk_idx, mask=chunk_mask, other=0.0)
-    else:
-        g = tl.zeros((BLOCK_D, NP), tl.float32)
+    pid_c, pid_d, pid_b, offs_d, mask_d, cols = _program(dim, NP, BLOCK_D)
+    bias = _channel_vector(bias_ptr, offs_d, mask_d, BLOCK_D, HAS_BIAS)
+    Dv = _channel_vector(D_ptr, offs_d, mask_d, BLOCK_D, HAS_D)
+    chunk_idx, chunk_mask, g = _chunk_states(chunk_g_ptr, pid_b, pid_c, n_chunks, dim, offs_d, mask_d, cols, N,
+                                             BLOCK_D, NP, LOAD_CARRY)
     dA_acc = tl.zeros((BLOCK_D, NP), tl.float32)
     dD_acc = tl.zeros((BLOCK_D,), tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
