@@ -59,7 +59,9 @@ def test_interrupted_save_keeps_the_previous_checkpoint(trainers, tmp_path, monk
 
 
 CHILD = textwrap.dedent("""
-    import sys, time, torch, io
+    import signal, sys, time, torch, io
+    # a process started in the background inherits SIGINT ignored; Ctrl-C in a terminal is the case tested here
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from pathlib import Path
     from bad_input_helpers import build
     root, path = Path(sys.argv[1]), sys.argv[2]

@@ -80,7 +80,7 @@ def test_custom_trainer_is_found_and_uses_its_schedule(custom_trained) -> None:
     # cosine over 2 epochs from 3e-4: 3e-4 then 1.5e-4 (poly would give 1.6e-4 at epoch 1)
     rates = re.findall(r"Current learning rate: ([0-9.e-]+)", log)
     assert [float(r) for r in rates] == [3e-4, 1.5e-4]
-    assert "selective-scan backend: auto -> torch (device cpu" in log
+    assert "selective-scan backend: auto -> torch (pure-PyTorch chunked scan; device cpu" in log
     checkpoint = torch.load(model_dir / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == CUSTOM_TRAINER
     group = checkpoint["optimizer_state"]["param_groups"][0]
