@@ -22,6 +22,7 @@ Not used under torch.compile tracing (the eager forward is traced instead) nor u
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -102,9 +103,14 @@ class GraphedForward:
                          f"({'training' if key[3] else 'inference'}{', with backward' if key[4] else ''})")
             except Exception as exc:  # capture is impossible here: eager from now on, same numerics
                 sig.failed = True
+                why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+            if sig.failed:
+                # Free the failed capture's autograd graph before running eagerly (the exception's frames hold
+                # it): its parameters' AccumulateGrad nodes belong to the capture stream, and an eager backward
+                # reusing them failed with "operation not permitted when stream is capturing" on the H200.
+                gc.collect()
                 torch.cuda.synchronize(x.device)
-                self.log(f"CUDA graph capture failed for input {tuple(x.shape)}, running eagerly "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+                self.log(f"CUDA graph capture failed for input {tuple(x.shape)}, running eagerly ({why})")
                 return self.forward(x)
         return self._replay(sig.graphs, x, params)
 

@@ -19,16 +19,18 @@ mixers agree. `float32_region` is the same with float32 forced (whole-network fp
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import os
+import threading
 from typing import Iterator, Optional
 
 import torch
 
 TOKEN_DTYPE_ENV = "NNUNETV2_MAMBAHOME_TOKEN_DTYPE"
 _CHOICES = {"auto": None, "bfloat16": torch.bfloat16, "float32": torch.float32}
-_active_dtype: contextvars.ContextVar[Optional[torch.dtype]] = contextvars.ContextVar("token_dtype", default=None)
+# the outermost region's dtype, per thread; a threading.local (not a ContextVar) because torch.compile traces
+# its reads and writes, while ContextVar.set() is a graph break
+_active = threading.local()
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,7 +45,7 @@ def _bfloat16_native(device_type: str, index: Optional[int]) -> bool:
 
 def token_dtype(device: torch.device) -> torch.dtype:
     """The dtype a token path entered now on `device` computes in (see the module docstring)."""
-    active = _active_dtype.get()
+    active = getattr(_active, "dtype", None)
     if active is not None:
         return active
     return autocast_token_dtype(device) if torch.is_autocast_enabled(device.type) else torch.float32
@@ -57,6 +59,7 @@ def validate_token_dtype_env() -> str:
     return choice
 
 
+@torch.compiler.assume_constant_result  # torch.compile bakes the answer in instead of tracing the device query
 def autocast_token_dtype(device: torch.device) -> torch.dtype:
     """The token dtype under autocast on `device`: bfloat16 where native, unless the environment says float32."""
     wanted = _CHOICES[validate_token_dtype_env()]
@@ -81,12 +84,13 @@ def describe_policy(device: torch.device, autocast: bool) -> str:
 def token_region(device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[torch.dtype]:
     """Autocast off for `device` inside; yields the token dtype (`dtype` forces one for this region)."""
     dtype = dtype or token_dtype(device)
-    reset = _active_dtype.set(dtype)
+    outer = getattr(_active, "dtype", None)
+    _active.dtype = dtype
     try:
         with torch.autocast(device_type=device.type, enabled=False):
             yield dtype
     finally:
-        _active_dtype.reset(reset)
+        _active.dtype = outer
 
 
 @contextlib.contextmanager

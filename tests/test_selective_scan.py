@@ -196,3 +196,30 @@ def test_fused_triton_mixer_matches_unfused_torch_mixer(monkeypatch, out_bias) -
     torch.testing.assert_close(dx_f, dx_t, rtol=1e-4, atol=1e-5)
     for k in g_t:
         torch.testing.assert_close(g_f[k], g_t[k], rtol=1e-4, atol=1e-5 * max(1.0, g_t[k].abs().max().item()), msg=k)
+
+
+def test_registered_scan_ops_return_the_layout_their_fake_promises() -> None:
+    """A kernel may lay its output out like a strided input (mamba-ssm's is `empty_like(z)`, z a view of xz);
+    the registered op still returns what its fake says (contiguous), or torch.compile's code fails its stride
+    assertions. opcheck compares real and fake layouts."""
+    from nnunetv2_mambahome.ops.scan_ops import define_scan_kernel
+
+    def fwd_impl(u, delta, A, B, C, D, z, delta_bias, softplus, save):
+        out = torch.empty_like(z)  # z's strides, like mamba-ssm
+        out.copy_(selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, softplus))
+        return out, []
+
+    def bwd_impl(*args):
+        raise AssertionError("not differentiated here")
+
+    kernel = define_scan_kernel("layout_test", fwd_impl, bwd_impl, lambda u, A, z, save: [], lambda *a: None)
+    g = torch.Generator().manual_seed(0)
+    b, d, n, L = 2, 3, 4, 20
+    xz = torch.randn(b, 2 * d, L, generator=g)
+    z = xz.transpose(0, 1).contiguous().transpose(0, 1)[:, d:]  # strides (L, b*L, 1), as the mixer's z
+    u, delta = torch.randn(b, d, L, generator=g), torch.rand(b, d, L, generator=g)
+    A, B, C = -torch.rand(d, n, generator=g), torch.randn(b, n, L, generator=g), torch.randn(b, n, L, generator=g)
+    out = kernel.fwd(u, delta, A, B, C, None, z, None, True, False)[0]
+    assert not z.is_contiguous() and out.is_contiguous()
+    torch.testing.assert_close(out, selective_scan_ref(u, delta, A, B, C, None, z, None, True))
+    torch.library.opcheck(kernel.fwd, (u, delta, A, B, C, None, z, None, True, False))

@@ -127,10 +127,20 @@ def configuration_defaults(folder: Path, setup: Setup, configuration: str) -> tu
 
 
 def find_trainer_class(name: str) -> type:
-    """nnU-Net's trainer lookup by class name, with this plugin's trainers on nnUNet_extTrainer."""
+    """This plugin's trainer of that name, else nnU-Net's lookup by class name (stock trainers and the user's
+    nnUNet_extTrainer directories, with ours added).
+
+    Ours are taken from `nnunetv2_mambahome.training` directly: on the H200 machine (Python 3.12, package on
+    PYTHONPATH) nnU-Net's directory scan skipped our ext-trainer module inside `benchmark speed` although the
+    same lookup found it in a fresh interpreter (docs/BENCHMARKS.md); the classes are the same either way."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    from nnunetv2_mambahome import training
     from nnunetv2_mambahome.trainer_path import trainer_dir
+
+    ours = getattr(training, name, None)
+    if isinstance(ours, type):
+        return ours
 
     paths = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip()]
     with _environ(nnUNet_extTrainer=os.pathsep.join([*paths, trainer_dir()])), _quiet():

@@ -74,7 +74,9 @@ def define_scan_kernel(name: str, fwd_impl: FwdImpl, bwd_impl: BwdImpl, fake_sav
     def fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
             delta_bias: Optional[Tensor], delta_softplus: bool, save: bool) -> list[Tensor]:
         out, saved = fwd_impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save)
-        return [out, *saved]
+        # contiguous, as the fake says: mamba-ssm lays the gated output out like z, a strided view of xz, and
+        # torch.compile's generated code asserts the fake's strides (no-op copies where already contiguous)
+        return [t.contiguous() for t in (out, *saved)]
 
     @fwd.register_fake
     def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save):

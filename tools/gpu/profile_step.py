@@ -23,7 +23,7 @@ from nnunetv2_mambahome.acceleration import ACCEL_ENV
 from nnunetv2_mambahome.benchmark.speed_measure import gpu_busy_ms
 from nnunetv2_mambahome.modules import GatedSpatialConv, ResidualHoMELayer, ResidualMambaLayer
 from nnunetv2_mambahome.nets import MambaHoMEUNet
-from nnunetv2_mambahome.ops import ENV_VAR as SCAN_ENV
+from nnunetv2_mambahome.ops import ENV_VAR as SCAN_ENV, resolve_backend
 from nnunetv2_mambahome.precision import TOKEN_DTYPE_ENV
 
 
@@ -129,6 +129,7 @@ def main() -> None:
         torch.manual_seed(0)
         net = MambaHoMEUNet.from_configuration(cm, 1, 9, True, preset=preset).cuda()
         if accel == "compile-graphs":
+            resolve_backend(x.device)  # imports and probes outside the traced code
             net.__dict__["_forward"] = torch.compile(net._forward)
             t0 = time.perf_counter()
         if i == 0 and args.check_graphs:
@@ -138,7 +139,9 @@ def main() -> None:
         scaler = torch.amp.GradScaler("cuda")
         times = measure(net, x, opt, scaler)
         if accel == "compile-graphs":
-            print(f"compile + capture + warm-up: {time.perf_counter() - t0:.0f} s", flush=True)
+            breaks = sum(torch._dynamo.utils.counters["graph_break"].values())
+            print(f"compile + capture + warm-up: {time.perf_counter() - t0:.0f} s; {breaks} graph break(s): "
+                  f"{dict(torch._dynamo.utils.counters['graph_break'])}", flush=True)
         busy = gpu_busy_ms(lambda: step(net, x, opt, scaler))
         n = sum(p.numel() for p in net.parameters()) / 1e6
         print(f"[{preset}, token dtype {token_dtype}, scan {backend}, {accel}] {n:.1f}M params, step median "
