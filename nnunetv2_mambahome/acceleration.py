@@ -8,9 +8,9 @@ nnU-Net's switch `nnUNet_compile` stays the master switch: set to false it means
 NNUNETV2_MAMBAHOME_ACCEL=auto|graphs|compile|eager chooses among them (auto = graphs). CPUs always run eager,
 and so do multi-process (DDP) runs: graph replay under DistributedDataParallel has not been verified on a
 multi-GPU machine yet, so it is not switched on there. `auto` also keeps networks whose scan runs on a backend
-whose replay inside nnU-Net's training step was not verified on a GPU (today: the `torch` scan) eager;
-NNUNETV2_MAMBAHOME_ACCEL=graphs still forces them. Verified (H200, docs/BENCHMARKS.md): mamba-ssm's kernels, and
-the Triton scan (2,000 AMP training steps through nnU-Net's train_step, captured once, no NaN).
+other than `cuda` eager: with the Triton scan, capture succeeded in 2,000 AMP steps of nnU-Net's train_step but
+failed inside `benchmark speed` on the H200 (twice, cause not found; docs/BENCHMARKS.md), so graphs are only the
+default where they never failed (mamba-ssm's kernels); NNUNETV2_MAMBAHOME_ACCEL=graphs still forces them.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .ops import resolve_backend
 
 ACCEL_ENV = "NNUNETV2_MAMBAHOME_ACCEL"
 MODES = ("auto", "graphs", "compile", "eager")
-GRAPH_VERIFIED_BACKENDS = ("cuda", "triton")  # scan backends whose graph replay was verified inside nnU-Net's train_step
+GRAPH_VERIFIED_BACKENDS = ("cuda",)  # scan backends whose graph replay was verified inside nnU-Net's train_step
 
 
 class AccelerationError(ValueError):

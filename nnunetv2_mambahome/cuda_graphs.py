@@ -16,13 +16,17 @@ How (the recipe of `torch.cuda.make_graphed_callables`, specialised to nnU-Net's
   tensors. Outputs and gradients are fresh tensors (one fused copy), so nothing aliases graph memory.
 - Capture runs with the autocast weight cache off: cached casts from eager calls would otherwise be read by
   the graph after autocast freed them (the reason make_graphed_callables forbids the cache).
-- The graph is invalidated when a parameter moves (e.g. `.to(device)`), and a signature whose capture fails
-  runs eagerly from then on, after one log line. Numerics are those of the eager forward: the same kernels.
+- The graph is invalidated when a parameter moves (e.g. `.to(device)`). Numerics are those of the eager
+  forward: the same kernels.
+- A capture that fails raises `CaptureFailedError` naming the switch to eager, after one log line. No
+  in-process fallback: after a failed capture, later CUDA work in the same process failed on the H200
+  ("Offset increment outside graph capture encountered unexpectedly" from the next random-number call: the
+  CUDA generator stays in capture mode; "operation not permitted when stream is capturing" in an eager
+  backward; docs/BENCHMARKS.md).
 Not used under torch.compile tracing (the eager forward is traced instead) nor under DDP (see `acceleration`).
 """
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -30,6 +34,11 @@ import torch
 from torch import Tensor, nn
 
 WARMUP_CALLS = 2
+ACCEL_HINT = "NNUNETV2_MAMBAHOME_ACCEL=eager (or nnUNet_compile=f)"
+
+
+class CaptureFailedError(RuntimeError):
+    """A CUDA-graph capture failed; the process cannot go on using CUDA reliably (see `GraphedForward`)."""
 
 
 @dataclass
@@ -49,7 +58,6 @@ class _Graphs:
 class _Signature:
     calls: int = 0
     graphs: Optional[_Graphs] = None
-    failed: bool = False
 
 
 class _Replay(torch.autograd.Function):
@@ -93,25 +101,21 @@ class GraphedForward:
             return self.forward(x)
         key = self._signature(x)
         sig = self.signatures.setdefault(key, _Signature())
-        if sig.failed or sig.calls < WARMUP_CALLS:
+        if sig.calls < WARMUP_CALLS:
             sig.calls += 1
             return self.forward(x)
         if sig.graphs is None:
             try:
                 sig.graphs = self._capture(x, [p for p in params if p.requires_grad])
-                self.log(f"CUDA graph captured for input {tuple(x.shape)} "
-                         f"({'training' if key[3] else 'inference'}{', with backward' if key[4] else ''})")
-            except Exception as exc:  # capture is impossible here: eager from now on, same numerics
-                sig.failed = True
+            except Exception as exc:
                 why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-            if sig.failed:
-                # Free the failed capture's autograd graph before running eagerly (the exception's frames hold
-                # it): its parameters' AccumulateGrad nodes belong to the capture stream, and an eager backward
-                # reusing them failed with "operation not permitted when stream is capturing" on the H200.
-                gc.collect()
-                torch.cuda.synchronize(x.device)
-                self.log(f"CUDA graph capture failed for input {tuple(x.shape)}, running eagerly ({why})")
-                return self.forward(x)
+                self.log(f"CUDA graph capture failed for input {tuple(x.shape)} ({why})")
+                raise CaptureFailedError(
+                    f"CUDA graph capture failed for input {tuple(x.shape)} ({why}). PyTorch cannot continue in "
+                    f"this process after a failed capture (its CUDA generator stays in capture mode), so there is "
+                    f"no silent eager fallback: rerun with {ACCEL_HINT}") from exc
+            self.log(f"CUDA graph captured for input {tuple(x.shape)} "
+                     f"({'training' if key[3] else 'inference'}{', with backward' if key[4] else ''})")
         return self._replay(sig.graphs, x, params)
 
     def _signature(self, x: Tensor) -> tuple:
