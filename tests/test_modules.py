@@ -134,3 +134,25 @@ def test_home_rejects_bad_settings() -> None:
         HoME(16, group_size=0, num_experts=2)
     with pytest.raises(ValueError, match="expert_mult"):
         HoME(1, group_size=4, num_experts=2, expert_mult=0.5)
+
+
+def test_token_block_traces_as_one_graph_under_autocast(monkeypatch) -> None:
+    """torch.compile sees a whole Mamba-HoME block (GSC, Mamba and HoME layers, precision regions, the fused
+    mixer with its custom scan/conv ops) as one graph without breaks, under autocast: what compiling the
+    network needs (the Triton backend, interpreted on CPU). The backend is resolved first, as the trainers do
+    before compiling: its one-time import and probe are not traceable."""
+    pytest.importorskip("triton")
+    from nnunetv2_mambahome.ops import resolve_backend
+
+    monkeypatch.setenv("NNUNETV2_MAMBAHOME_SCAN", "triton")
+    resolve_backend(torch.device("cpu"))
+    torch.manual_seed(0)
+    block = MambaHoMEBlock(32, 1, 64, 4)
+    x = torch.randn(1, 32, 4, 4, 8)
+
+    def step(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return block(x)
+
+    explained = torch._dynamo.explain(step)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

@@ -8,6 +8,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from ..acceleration import acceleration_mode, describe_acceleration
 from ..atomic_files import replaced_atomically
 from ..cuda_graphs import graphed
+from ..ops import resolve_backend
 from ..settings import check_environment
 from .cpu_threads import apply_training_cpu_threads
 from .pretrained import install_pretrained_weights_support
@@ -34,7 +35,11 @@ class MambaTrainerBase(nnUNetTrainer):
         return type(self.network).__name__
 
     def _do_i_compile(self) -> bool:
-        return acceleration_mode(self.device) == "compile" and super()._do_i_compile()
+        compiles = acceleration_mode(self.device) == "compile" and super()._do_i_compile()
+        if compiles:  # the scan backend's one-time import and probe now: Dynamo cannot trace them
+            network = self.network.module if self.is_ddp else self.network
+            resolve_backend(self.device, getattr(network, "scan_backend", None))
+        return compiles
 
     def initialize(self) -> None:
         super().initialize()
