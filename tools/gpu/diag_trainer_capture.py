@@ -2,7 +2,7 @@
 plans, fixed random batch, `--steps` train_steps with NNUNETV2_MAMBAHOME_ACCEL=graphs and the given scan backend.
 During capture, torch's sync debug mode is 'error' (a synchronising call raises where it is made) and the full
 traceback of a failed capture is printed. --mode sets torch.cuda.graph's capture_error_mode."""
-import argparse, os, sys, time, traceback
+import argparse, os, time, traceback
 from pathlib import Path
 
 import torch
