@@ -8,9 +8,9 @@ nnU-Net's switch `nnUNet_compile` stays the master switch: set to false it means
 NNUNETV2_MAMBAHOME_ACCEL=auto|graphs|compile|eager chooses among them (auto = graphs). CPUs always run eager,
 and so do multi-process (DDP) runs: graph replay under DistributedDataParallel has not been verified on a
 multi-GPU machine yet, so it is not switched on there. `auto` also keeps networks whose scan runs on a backend
-other than `cuda` eager: with the Triton scan, capture succeeded in 2,000 AMP steps of nnU-Net's train_step but
-failed inside `benchmark speed` on the H200 (twice, cause not found; docs/BENCHMARKS.md), so graphs are only the
-default where they never failed (mamba-ssm's kernels); NNUNETV2_MAMBAHOME_ACCEL=graphs still forces them.
+without verified graph replay (the pure-PyTorch `torch` scan on a GPU) eager; NNUNETV2_MAMBAHOME_ACCEL=graphs
+still forces them. (Capture had failed inside `benchmark speed` with the Triton scan: the cause was cuDNN
+autotuning inside the capture, not the scan, and `cuda_graphs` now autotunes before capturing.)
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .ops import resolve_backend
 
 ACCEL_ENV = "NNUNETV2_MAMBAHOME_ACCEL"
 MODES = ("auto", "graphs", "compile", "eager")
-GRAPH_VERIFIED_BACKENDS = ("cuda",)  # scan backends whose graph replay was verified inside nnU-Net's train_step
+GRAPH_VERIFIED_BACKENDS = ("cuda", "triton")  # scan backends whose graph replay was verified inside nnU-Net's train_step
 
 
 class AccelerationError(ValueError):

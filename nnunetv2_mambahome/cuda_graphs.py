@@ -14,6 +14,9 @@ How (the recipe of `torch.cuda.make_graphed_callables`, specialised to nnU-Net's
 - Replays go through an autograd Function whose inputs are the input and every parameter, so autograd,
   GradScaler (the scaled output gradients are copied in), gradient clipping and optimizers see ordinary
   tensors. Outputs and gradients are fresh tensors (one fused copy), so nothing aliases graph memory.
+- Before capturing, the captured calls are rehearsed once on a side stream (contiguous output gradients,
+  autocast cache off): cuDNN's autotuning (`cudnn.benchmark`, which nnUNetv2_train sets) of layouts the eager
+  calls never used then happens outside the capture, where it is allowed.
 - Capture runs with the autocast weight cache off: cached casts from eager calls would otherwise be read by
   the graph after autocast freed them (the reason make_graphed_callables forbids the cache).
 - The graph is invalidated when a parameter moves (e.g. `.to(device)`). Numerics are those of the eager
@@ -140,6 +143,7 @@ class GraphedForward:
         dtype = torch.get_autocast_dtype(dev)
         with_grad = torch.is_grad_enabled()
         static_x = x.detach().clone()
+        self._rehearse(static_x, params, autocast, dtype, with_grad)
         pool = torch.cuda.graph_pool_handle()
         torch.cuda.synchronize(x.device)
         torch.cuda.empty_cache()  # hand the eager calls' cached blocks back, so the graph's pool can reuse them
@@ -160,6 +164,28 @@ class GraphedForward:
             # outputs must not carry the capture's autograd graph into user code
             graphs.static_outs = tuple(o.detach() for o in static_outs)
         return graphs
+
+    def _rehearse(self, static_x: Tensor, params: list, autocast: bool, dtype: torch.dtype, with_grad: bool) -> None:
+        """Run the exact calls of the capture once, eagerly, on a side stream (as make_graphed_callables does).
+
+        The eager warm-up calls are nnU-Net's own forward and `loss.backward()`, whose output gradients have the
+        loss's layouts; the captured backward gets contiguous ones. With `cudnn.benchmark` (nnUNetv2_train sets
+        it) a convolution of a layout not seen yet is benchmarked on first use, which cannot happen inside a
+        capture ("FIND was unable to find an engine", then the capture is invalidated; seen on the H200 with
+        both scan backends). Rehearsing the captured calls does that autotuning outside the capture."""
+        dev = static_x.device.type
+        side = torch.cuda.Stream(static_x.device)
+        side.wait_stream(torch.cuda.current_stream(static_x.device))
+        with torch.cuda.stream(side):
+            with torch.autocast(dev, dtype=dtype, enabled=autocast, cache_enabled=False):
+                outs = self.forward(static_x)
+            outs = tuple(outs) if isinstance(outs, (list, tuple)) else (outs,)
+            if with_grad and params:
+                with torch.autocast(dev, enabled=False):
+                    torch.autograd.grad(outs, params, grad_outputs=[torch.zeros_like(o) for o in outs],
+                                        allow_unused=True)
+            del outs
+        torch.cuda.current_stream(static_x.device).wait_stream(side)
 
 
 def graphed(module: nn.Module, forward: Callable[[Tensor], Any]) -> GraphedForward:

@@ -2,7 +2,9 @@
 
 On a GPU: graphed training steps (autocast, GradScaler, deep supervision) give the eager step's loss and
 gradients; graphed inference gives the eager outputs and never hands out graph memory; moving parameters
-re-captures; a failing capture stops the run with one clear error naming the switch to eager.
+re-captures; capture works under cudnn.benchmark when an output got no gradient in the eager calls (nnU-Net's
+deep supervision skips the lowest one); a failing capture stops the run with one clear error naming the switch
+to eager.
 """
 from __future__ import annotations
 
@@ -32,10 +34,11 @@ def test_policy_on_cuda(monkeypatch) -> None:
     monkeypatch.delenv(ACCEL_ENV, raising=False)
     monkeypatch.delenv("nnUNet_compile", raising=False)
     assert acceleration_mode(cuda) == "graphs"
-    # graphs are the default only with the backend they were verified with inside nnU-Net's train_step
-    assert acceleration_mode(cuda, "triton") == "eager" and "triton" in describe_acceleration(cuda, "triton")
-    monkeypatch.setenv(ACCEL_ENV, "graphs")
     assert acceleration_mode(cuda, "triton") == "graphs"
+    # graphs are the default only with the backends they were verified with inside nnU-Net's train_step
+    assert acceleration_mode(cuda, "torch") == "eager" and "torch" in describe_acceleration(cuda, "torch")
+    monkeypatch.setenv(ACCEL_ENV, "graphs")
+    assert acceleration_mode(cuda, "torch") == "graphs"
     monkeypatch.delenv(ACCEL_ENV)
     monkeypatch.setenv("nnUNet_compile", "f")  # nnU-Net's master switch
     assert acceleration_mode(cuda) == "eager" and "nnUNet_compile=f" in describe_acceleration(cuda)
@@ -141,3 +144,40 @@ def test_failed_capture_stops_with_the_switch_to_eager(grad) -> None:
     assert done.returncode != 0
     assert "LOG CUDA graph capture failed for input (2, 1, 32, 64, 64)" in done.stdout
     assert "CaptureFailedError" in done.stderr and "NNUNETV2_MAMBAHOME_ACCEL=eager" in done.stderr
+
+
+CAPTURE_UNDER_CUDNN_BENCHMARK = """
+import sys, torch
+sys.path.insert(0, "tests")
+from test_cuda_graphs import _network
+torch.backends.cudnn.benchmark = True  # as nnUNetv2_train sets it
+net = _network()
+scaler = torch.amp.GradScaler("cuda")
+x = torch.randn(2, 1, 32, 64, 64, device="cuda")
+for _ in range(4):  # 2 eager calls, capture, replay
+    net.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        outs = net(x)
+        # nnU-Net's deep supervision weights the lowest output 0 and leaves it out of the loss: its output conv's
+        # backward never runs eagerly, so cuDNN has not autotuned it before the capture
+        loss = sum(o.float().square().mean() for o in outs[:-1])
+    scaler.scale(loss).backward()
+    assert torch.isfinite(loss)
+sigs = net.__dict__["_cuda_graphs"].signatures.values()
+print("captured with backward:", [s.graphs is not None and s.graphs.bwd is not None for s in sigs])
+"""
+
+
+@gpu
+def test_capture_under_cudnn_benchmark_with_an_output_left_out_of_the_loss() -> None:
+    """Fresh process (empty cuDNN autotuning cache): the captured backward's convolutions are autotuned before the
+    capture, not inside it (where cuDNN's benchmark fails and invalidates the capture)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, **{ACCEL_ENV: "graphs"})
+    done = subprocess.run([sys.executable, "-c", CAPTURE_UNDER_CUDNN_BENCHMARK], capture_output=True, text=True,
+                          env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "captured with backward: [True]" in done.stdout

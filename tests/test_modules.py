@@ -136,22 +136,29 @@ def test_home_rejects_bad_settings() -> None:
         HoME(1, group_size=4, num_experts=2, expert_mult=0.5)
 
 
-def test_token_block_traces_as_one_graph_under_autocast(monkeypatch) -> None:
+@pytest.mark.parametrize("device,backend", [("cpu", "triton"), ("cuda", "cuda"), ("cuda", "triton")])
+def test_token_block_traces_as_one_graph_under_autocast(monkeypatch, device, backend) -> None:
     """torch.compile sees a whole Mamba-HoME block (GSC, Mamba and HoME layers, precision regions, the fused
     mixer with its custom scan/conv ops) as one graph without breaks, under autocast: what compiling the
-    network needs (the Triton backend, interpreted on CPU). The backend is resolved first, as the trainers do
-    before compiling: its one-time import and probe are not traceable."""
+    network needs (on CPU the Triton backend, interpreted; on a GPU mamba-ssm's kernels and causal-conv1d's
+    conv too). The backend is resolved first, as the trainers do before compiling: its one-time import and
+    probe are not traceable."""
     pytest.importorskip("triton")
     from nnunetv2_mambahome.ops import resolve_backend
+    from nnunetv2_mambahome.ops.cuda_kernels import load_cuda_kernels
 
-    monkeypatch.setenv("NNUNETV2_MAMBAHOME_SCAN", "triton")
-    resolve_backend(torch.device("cpu"))
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    if backend == "cuda" and (load_cuda_kernels() is None or load_cuda_kernels().conv_fwd is None):
+        pytest.skip("needs the compiled mamba-ssm and causal-conv1d kernels")
+    monkeypatch.setenv("NNUNETV2_MAMBAHOME_SCAN", backend)
+    assert resolve_backend(torch.device(device)).name == backend
     torch.manual_seed(0)
-    block = MambaHoMEBlock(32, 1, 64, 4)
-    x = torch.randn(1, 32, 4, 4, 8)
+    block = MambaHoMEBlock(32, 1, 64, 4).to(device)
+    x = torch.randn(1, 32, 4, 4, 8, device=device)
 
     def step(x):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16 if device == "cpu" else torch.float16):
             return block(x)
 
     explained = torch._dynamo.explain(step)(x)

@@ -84,6 +84,14 @@ def test_backend_selection(monkeypatch) -> None:
         resolve_backend(cpu)
 
 
+# Triton binds its kernels to the interpreter or to the GPU compiler when their module is first imported, for the
+# whole process: a test that switches the interpreter on would leave later GPU tests with interpreted kernels.
+# On GPU machines the same checks run compiled (test_gpu_backends_match_torch_backend, test_registered_gpu_ops_*).
+interpreter_only = pytest.mark.skipif(torch.cuda.is_available(),
+                                      reason="CPU-interpreter test; its GPU counterparts run compiled here")
+
+
+@interpreter_only
 def test_triton_backend_needs_a_gpu_or_the_interpreter(monkeypatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ScanBackendError, match="CUDA GPUs only"):
@@ -173,6 +181,7 @@ def test_backward_in_groups_of_chunks_matches_reference(monkeypatch) -> None:
         torch.testing.assert_close(g[k], g_ref[k], rtol=1e-4, atol=1e-5 * max(1.0, scale), msg=k)
 
 
+@interpreter_only
 @pytest.mark.parametrize("out_bias", [False, True])
 def test_fused_triton_mixer_matches_unfused_torch_mixer(monkeypatch, out_bias) -> None:
     """The whole mixer (conv, projections, scan, gate, out_proj) fwd + every gradient, triton vs torch backend."""
@@ -223,3 +232,33 @@ def test_registered_scan_ops_return_the_layout_their_fake_promises() -> None:
     assert not z.is_contiguous() and out.is_contiguous()
     torch.testing.assert_close(out, selective_scan_ref(u, delta, A, B, C, None, z, None, True))
     torch.library.opcheck(kernel.fwd, (u, delta, A, B, C, None, z, None, True, False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_registered_gpu_ops_pass_opcheck(backend) -> None:
+    """The scan and conv custom ops of each GPU backend: schema, fake (meta) layouts, autograd registration and
+    torch.compile's checks (`torch.library.opcheck`), with the mixer's strided z and conv input."""
+    from nnunetv2_mambahome.ops import resolve_backend
+
+    if backend == "cuda" and load_cuda_kernels() is None:
+        pytest.skip("needs the compiled mamba-ssm kernels")
+    chosen = resolve_backend(torch.device("cuda"), backend)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    b, d, n, L = 2, 16, 8, 300
+    xz = torch.randn(b, 2 * d, L, generator=g, device="cuda")
+    x, z = xz.chunk(2, dim=1)
+    u, delta = torch.randn(b, d, L, generator=g, device="cuda"), torch.rand(b, d, L, generator=g, device="cuda")
+    A = -torch.rand(d, n, generator=g, device="cuda")
+    B, C = (torch.randn(b, n, L, generator=g, device="cuda") for _ in range(2))
+    D, bias = torch.randn(d, generator=g, device="cuda"), torch.randn(d, generator=g, device="cuda")
+    scan = chosen.selective_scan
+    out, *saved = scan.fwd(u, delta, A, B, C, D, z, bias, True, True)
+    torch.library.opcheck(scan.fwd, (u, delta, A, B, C, D, z, bias, True, True))
+    torch.library.opcheck(scan.bwd, (u, delta, A, B, C, D, z, bias, True, torch.randn_like(out), saved))
+    conv = chosen.mamba_inner.keywords["conv"]
+    w, cb = torch.randn(d, 4, generator=g, device="cuda"), torch.randn(d, generator=g, device="cuda")
+    op = {"causal-conv1d": "causal_conv1d_cuda", "triton": "causal_conv1d_triton"}[conv.name]
+    fwd, bwd = getattr(torch.ops.mambahome, f"{op}_fwd"), getattr(torch.ops.mambahome, f"{op}_bwd")
+    torch.library.opcheck(fwd, (x, w, cb))
+    torch.library.opcheck(bwd, (x, w, cb, torch.randn(b, d, L, generator=g, device="cuda")))

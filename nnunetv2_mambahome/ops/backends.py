@@ -22,8 +22,9 @@ from typing import Callable, Optional
 
 import torch
 
-from .cuda_kernels import INSTALL_HINT, cuda_kernels_status, load_cuda_kernels, selective_scan_cuda
-from .mamba_inner import ConvKernel, mamba_inner_fused, mamba_inner_unfused
+from .conv_ops import ConvKernel
+from .cuda_kernels import INSTALL_HINT, causal_conv1d_cuda, cuda_kernels_status, load_cuda_kernels, selective_scan_cuda
+from .mamba_inner import mamba_inner_fused, mamba_inner_unfused
 from .selective_scan_chunked import selective_scan_chunked
 
 ENV_VAR = "NNUNETV2_MAMBAHOME_SCAN"
@@ -165,18 +166,12 @@ def _probe_triton(device: torch.device) -> Optional[str]:
 def _conv_kernel(device: torch.device) -> Optional[ConvKernel]:
     kernels = load_cuda_kernels() if device.type == "cuda" else None
     if kernels is not None and kernels.conv_fwd is not None:
-        return ConvKernel("causal-conv1d", lambda x, w, b: kernels.conv_fwd(x, w, b, None, None, None, True),
-                          lambda x, w, b, g: kernels.conv_bwd(x, w, b, g, None, None, None, None, False, True)[:3])
+        return causal_conv1d_cuda
     if _triton_unavailable(device) is None:
-        from .triton_causal_conv1d import conv_bwd, conv_fwd
+        from .triton_causal_conv1d import causal_conv1d_triton
 
-        return ConvKernel("triton", conv_fwd, lambda x, w, b, g: _none_if_empty(conv_bwd(x, w, b, g)))
+        return causal_conv1d_triton
     return None
-
-
-def _none_if_empty(grads: list) -> tuple:
-    dx, dw, db = grads
-    return dx, dw, db if db.numel() else None
 
 
 def _build(name: str, device: torch.device, reason: str) -> ScanBackend:

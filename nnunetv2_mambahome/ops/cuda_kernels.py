@@ -5,8 +5,10 @@ not compiled, and its top-level package pulls in Triton-based Mamba2 code. We th
 need, once, and remember why an import failed so that `doctor` and errors can say so.
 
 The extension's scan (`selective_scan_cuda.fwd` / `.bwd`, a pybind module Dynamo cannot trace) is registered
-here as the custom ops `mambahome::selective_scan_cuda_fwd` / `_bwd` (see `scan_ops`); causal-conv1d's
-`cpp_functions` are custom ops of their own already. `selective_scan_cuda` is the differentiable function.
+here as the custom ops `mambahome::selective_scan_cuda_fwd` / `_bwd` (see `scan_ops`); `selective_scan_cuda` is
+the differentiable function. causal-conv1d's conv is registered again as the functional custom ops
+`mambahome::causal_conv1d_cuda_fwd` / `_bwd` (`conv_ops`; `causal_conv1d_cuda`): its own ops write into an
+`out=` tensor, which torch.compile refuses (a graph break per mixer on the H200, 16 per step).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .conv_ops import define_conv_kernel
 from .scan_ops import define_scan_kernel
 
 INSTALL_HINT = (
@@ -126,3 +129,22 @@ def _check(u, delta, A, B, C, D, z, delta_bias) -> None:
 
 
 selective_scan_cuda = define_scan_kernel("cuda", _fwd_impl, _bwd_impl, _fake_saved, _check)
+
+
+def _conv_functions() -> tuple[Callable, Callable]:
+    kernels = load_cuda_kernels()
+    if kernels is None or kernels.conv_fwd is None:
+        raise RuntimeError(f"causal-conv1d's compiled conv is not available: {cuda_kernels_status()}")
+    return kernels.conv_fwd, kernels.conv_bwd
+
+
+
+def _conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return _conv_functions()[0](x, weight, bias, None, None, None, True)
+
+
+def _conv_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dout: torch.Tensor) -> tuple:
+    return tuple(_conv_functions()[1](x, weight, bias, dout.contiguous(), None, None, None, None, False, True)[:3])
+
+
+causal_conv1d_cuda = define_conv_kernel("causal-conv1d", "cuda", _conv_fwd, _conv_bwd)

@@ -14,7 +14,6 @@ and C are views or products in that layout and no transposed copy of a (batch, d
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -22,16 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .causal_conv1d_ref import causal_conv1d_ref
+from .conv_ops import ConvKernel
 from .scan_ops import ScanKernel
-
-
-@dataclass(frozen=True)
-class ConvKernel:
-    """A causal depthwise conv1d + SiLU: fwd(x, w (dim, W), b) -> out, bwd(x, w, b, dout) -> (dx, dw, db)."""
-
-    name: str
-    fwd: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
-    bwd: Callable[[Tensor, Tensor, Optional[Tensor], Tensor], tuple]
 
 
 class _FusedMambaInner(torch.autograd.Function):

@@ -7,7 +7,8 @@ and float32/float16/bfloat16; accumulation is float32, the output has x's dtype.
 pre-activations it needs (W x W multiply-adds per step, nothing saved) and writes dw/dbias partial sums per
 tile of L, reduced afterwards with `torch.sum` (deterministic, no atomics).
 The pure-PyTorch reference is `causal_conv1d_ref.causal_conv1d_ref`. Registered as custom ops
-(`mambahome::causal_conv1d_triton_fwd` / `_bwd`, fake implementations, autograd) like the scan.
+(`mambahome::causal_conv1d_triton_fwd` / `_bwd`, fake implementations, autograd; `conv_ops`):
+`causal_conv1d_triton` is the kernel the fused mixer takes.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+
+from .conv_ops import define_conv_kernel
 
 
 @triton.jit
@@ -110,7 +113,7 @@ def _conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
 
 
 def _conv_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-              dout: torch.Tensor) -> list[torch.Tensor]:
+              dout: torch.Tensor) -> tuple:
     b, d, L = x.shape
     width = weight.shape[1]
     dx = torch.empty((b, d, L), dtype=x.dtype, device=x.device)
@@ -123,43 +126,7 @@ def _conv_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
         _conv_bwd_kernel[grid](x, weight, bias if bias is not None else weight, dout, dx, dw, db, d, L, n_tblocks,
                                *x.stride(), *dout.stride(), *dx.stride(), W=width, HAS_BIAS=bias is not None,
                                BLOCK_D=block_d, BLOCK_T=block_t)
-    return [dx, dw.sum((0, 1)).to(weight.dtype), db.sum((0, 1)).to(bias.dtype) if bias is not None else x.new_empty(0)]
+    return dx, dw.sum((0, 1)).to(weight.dtype), db.sum((0, 1)).to(bias.dtype) if bias is not None else None
 
 
-@torch.library.custom_op("mambahome::causal_conv1d_triton_fwd", mutates_args=())
-def conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """SiLU(causal depthwise conv1d) of x (batch, dim, L) with weight (dim, W); contiguous output in x's dtype."""
-    return _conv_fwd(x, weight, bias)
-
-
-@conv_fwd.register_fake
-def _(x, weight, bias):
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-
-
-@torch.library.custom_op("mambahome::causal_conv1d_triton_bwd", mutates_args=())
-def conv_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-             dout: torch.Tensor) -> list[torch.Tensor]:
-    """[dx, dweight, dbias] of `conv_fwd` (dbias empty without bias)."""
-    return _conv_bwd(x, weight, bias, dout)
-
-
-@conv_bwd.register_fake
-def _(x, weight, bias, dout):
-    return [torch.empty(x.shape, dtype=x.dtype, device=x.device), torch.empty_like(weight),
-            torch.empty_like(bias) if bias is not None else x.new_empty(0)]
-
-
-def _setup(ctx, inputs, output):
-    x, weight, bias = inputs
-    ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, bias)
-
-
-def _backward(ctx, dout):
-    x, weight, bias = ctx.saved_tensors
-    dx, dw, db = conv_bwd(x, weight, bias, dout)
-    return dx, dw, db if ctx.has_bias else None
-
-
-conv_fwd.register_autograd(_backward, setup_context=_setup)
+causal_conv1d_triton = define_conv_kernel("triton", "triton", _conv_fwd, _conv_bwd)

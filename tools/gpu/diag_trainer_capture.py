@@ -1,7 +1,8 @@
 """Diagnose CUDA-graph capture inside nnU-Net's train_step (for capture failures): nnUNetTrainerMambaHoME on the 502
 plans, fixed random batch, `--steps` train_steps with NNUNETV2_MAMBAHOME_ACCEL=graphs and the given scan backend.
 During capture, torch's sync debug mode is 'error' (a synchronising call raises where it is made) and the full
-traceback of a failed capture is printed. --mode sets torch.cuda.graph's capture_error_mode."""
+traceback of a failed capture is printed. --mode sets torch.cuda.graph's capture_error_mode; --cudnn-benchmark
+sets torch.backends.cudnn.benchmark as nnUNetv2_train and `benchmark speed` do."""
 import argparse, os, time, traceback
 from pathlib import Path
 
@@ -11,7 +12,9 @@ p = argparse.ArgumentParser()
 p.add_argument("--backend", default="triton")
 p.add_argument("--mode", default="global", choices=["global", "thread_local", "relaxed"])
 p.add_argument("--steps", type=int, default=5)
+p.add_argument("--cudnn-benchmark", action="store_true")
 args = p.parse_args()
+torch.backends.cudnn.benchmark = args.cudnn_benchmark
 os.environ.update(NNUNETV2_MAMBAHOME_SCAN=args.backend, NNUNETV2_MAMBAHOME_ACCEL="graphs",
                   nnUNet_preprocessed=str(Path("docs/benchmarks/nnUNet_preprocessed").resolve()))
 from nnunetv2_mambahome import cuda_graphs
@@ -43,8 +46,8 @@ for i in range(args.steps):
     try:
         out = trainer.train_step(batch)
         torch.cuda.synchronize()
-        print(f"[{args.backend} {args.mode}] step {i}: loss {out['loss']:.4f} {1e3 * (time.perf_counter() - t):.0f} ms", flush=True)
+        print(f"[{args.backend} {args.mode} cudnn.benchmark={args.cudnn_benchmark}] step {i}: loss {out['loss']:.4f} {1e3 * (time.perf_counter() - t):.0f} ms", flush=True)
     except Exception as exc:
-        print(f"[{args.backend} {args.mode}] step {i} FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+        print(f"[{args.backend} {args.mode} cudnn.benchmark={args.cudnn_benchmark}] step {i} FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
         traceback.print_exc()
         break
