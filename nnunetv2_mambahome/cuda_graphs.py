@@ -17,6 +17,8 @@ How (the recipe of `torch.cuda.make_graphed_callables`, specialised to nnU-Net's
 - Before capturing, the captured calls are rehearsed once on a side stream (contiguous output gradients,
   autocast cache off): cuDNN's autotuning (`cudnn.benchmark`, which nnUNetv2_train sets) of layouts the eager
   calls never used then happens outside the capture, where it is allowed.
+- Capture runs on fresh leaf aliases of the parameters (`fresh_leaves`), so no autograd node of an eager call
+  the caller still holds leaks into the captured backward.
 - Capture runs with the autocast weight cache off: cached casts from eager calls would otherwise be read by
   the graph after autocast freed them (the reason make_graphed_callables forbids the cache).
 - The graph is invalidated when a parameter moves (e.g. `.to(device)`). Numerics are those of the eager
@@ -30,8 +32,9 @@ Not used under torch.compile tracing (the eager forward is traced instead) nor u
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -143,26 +146,27 @@ class GraphedForward:
         dtype = torch.get_autocast_dtype(dev)
         with_grad = torch.is_grad_enabled()
         static_x = x.detach().clone()
-        self._rehearse(static_x, params, autocast, dtype, with_grad)
-        pool = torch.cuda.graph_pool_handle()
-        torch.cuda.synchronize(x.device)
-        torch.cuda.empty_cache()  # hand the eager calls' cached blocks back, so the graph's pool can reuse them
-        fwd = torch.cuda.CUDAGraph()
-        with torch.autocast(dev, dtype=dtype, enabled=autocast, cache_enabled=False):
-            with torch.cuda.graph(fwd, pool=pool):
-                outs = self.forward(static_x)
-        is_list = isinstance(outs, (list, tuple))
-        static_outs = tuple(outs) if is_list else (outs,)
-        graphs = _Graphs(static_x, fwd, static_outs, is_list)
-        if with_grad and params:
-            graphs.static_grad_outs = tuple(torch.empty_like(o) for o in static_outs)
-            graphs.bwd = torch.cuda.CUDAGraph()
-            # nnU-Net runs backward outside autocast; capture it so (the caller's autocast is still on here)
-            with torch.autocast(dev, enabled=False), torch.cuda.graph(graphs.bwd, pool=pool):
-                graphs.static_grads = torch.autograd.grad(static_outs, params, grad_outputs=graphs.static_grad_outs,
-                                                          allow_unused=True)
-            # outputs must not carry the capture's autograd graph into user code
-            graphs.static_outs = tuple(o.detach() for o in static_outs)
+        with fresh_leaves(self.module, params) as leaves:
+            self._rehearse(static_x, leaves, autocast, dtype, with_grad)
+            pool = torch.cuda.graph_pool_handle()
+            torch.cuda.synchronize(x.device)
+            torch.cuda.empty_cache()  # hand the eager calls' cached blocks back, so the graph's pool can reuse them
+            fwd = torch.cuda.CUDAGraph()
+            with torch.autocast(dev, dtype=dtype, enabled=autocast, cache_enabled=False):
+                with torch.cuda.graph(fwd, pool=pool):
+                    outs = self.forward(static_x)
+            is_list = isinstance(outs, (list, tuple))
+            static_outs = tuple(outs) if is_list else (outs,)
+            graphs = _Graphs(static_x, fwd, static_outs, is_list)
+            if with_grad and leaves:
+                graphs.static_grad_outs = tuple(torch.empty_like(o) for o in static_outs)
+                graphs.bwd = torch.cuda.CUDAGraph()
+                # nnU-Net runs backward outside autocast; capture it so (the caller's autocast is still on here)
+                with torch.autocast(dev, enabled=False), torch.cuda.graph(graphs.bwd, pool=pool):
+                    graphs.static_grads = torch.autograd.grad(static_outs, leaves,
+                                                              grad_outputs=graphs.static_grad_outs, allow_unused=True)
+                # outputs must not carry the capture's autograd graph into user code
+                graphs.static_outs = tuple(o.detach() for o in static_outs)
         return graphs
 
     def _rehearse(self, static_x: Tensor, params: list, autocast: bool, dtype: torch.dtype, with_grad: bool) -> None:
@@ -186,6 +190,32 @@ class GraphedForward:
                                         allow_unused=True)
             del outs
         torch.cuda.current_stream(static_x.device).wait_stream(side)
+
+
+@contextlib.contextmanager
+def fresh_leaves(module: nn.Module, params: list) -> Iterator[list]:
+    """Within the block, `module` holds new leaf Parameters sharing storage with `params` (yielded in their
+    order); the originals are put back afterwards.
+
+    Why: autograd keeps one gradient-accumulation node per parameter while any graph that uses the parameter is
+    alive, and that node remembers the stream it was made on. A graph of an earlier eager call that the caller
+    still holds (a loss or outputs kept in a variable) would hand the captured backward nodes made on the
+    default stream, and the capture fails ("operation would make the legacy stream depend on a capturing
+    blocking stream"; PyTorch's remedy is warm-up on a side stream, which a caller's own eager steps are not).
+    New leaves get nodes made inside the capture; they share storage, so replays read the live parameters."""
+    alias = {id(p): nn.Parameter(p.detach(), requires_grad=True) for p in params}
+    swapped = []
+    for m in module.modules():
+        for name, p in m._parameters.items():
+            if p is not None and id(p) in alias:
+                swapped.append((m, name, p))
+    try:
+        for m, name, p in swapped:
+            m._parameters[name] = alias[id(p)]
+        yield [alias[id(p)] for p in params]
+    finally:
+        for m, name, p in swapped:
+            m._parameters[name] = p
 
 
 def graphed(module: nn.Module, forward: Callable[[Tensor], Any]) -> GraphedForward:

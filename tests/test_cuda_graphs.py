@@ -3,7 +3,7 @@
 On a GPU: graphed training steps (autocast, GradScaler, deep supervision) give the eager step's loss and
 gradients; graphed inference gives the eager outputs and never hands out graph memory; moving parameters
 re-captures; capture works under cudnn.benchmark when an output got no gradient in the eager calls (nnU-Net's
-deep supervision skips the lowest one); a failing capture stops the run with one clear error naming the switch
+deep supervision skips the lowest one) and while the caller still holds an eager step's graph; a failing capture stops the run with one clear error naming the switch
 to eager.
 """
 from __future__ import annotations
@@ -50,6 +50,31 @@ def test_policy_on_cuda(monkeypatch) -> None:
     monkeypatch.setenv(ACCEL_ENV, "fastest")
     with pytest.raises(AccelerationError, match="NNUNETV2_MAMBAHOME_ACCEL='fastest'"):
         acceleration_mode(cuda)
+
+
+def test_fresh_leaves_share_storage_and_get_their_own_autograd_nodes() -> None:
+    """Inside `fresh_leaves` the module computes with new leaves over the same storage (gradients equal the
+    originals'), whose accumulation nodes are not those a still-alive earlier graph holds; afterwards the module
+    has its own parameters back (tied ones stay tied)."""
+    from nnunetv2_mambahome.cuda_graphs import fresh_leaves
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4))
+    net[2].weight = net[0].weight  # tied
+    params = list(net.parameters())
+    x = torch.randn(3, 4)
+    kept = net(x).square().sum()  # an earlier graph the caller keeps alive
+    expected = torch.autograd.grad(kept, params, retain_graph=True)
+    old_node = (params[0] * 1).grad_fn.next_functions[0][0]
+    with fresh_leaves(net, params) as leaves:
+        assert all(a is not p and a.data_ptr() == p.data_ptr() for a, p in zip(leaves, params))
+        assert net[0].weight is leaves[0] and net[2].weight is leaves[0]
+        assert (leaves[0] * 1).grad_fn.next_functions[0][0] is not old_node
+        got = torch.autograd.grad(net(x).square().sum(), leaves)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+    assert [id(p) for p in net.parameters()] == [id(p) for p in params] and net[2].weight is net[0].weight
+    assert kept.grad_fn is not None
 
 
 def _network():
@@ -154,7 +179,7 @@ torch.backends.cudnn.benchmark = True  # as nnUNetv2_train sets it
 net = _network()
 scaler = torch.amp.GradScaler("cuda")
 x = torch.randn(2, 1, 32, 64, 64, device="cuda")
-for _ in range(4):  # 2 eager calls, capture, replay
+for _ in range(4):  # 2 eager calls, capture, replay; the previous step's outs and loss stay alive meanwhile
     net.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.float16):
         outs = net(x)

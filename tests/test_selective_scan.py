@@ -122,6 +122,22 @@ def test_auto_on_a_gpu_takes_the_first_usable_backend_and_says_why(monkeypatch) 
     assert chosen.name == "torch" and "SLOW FALLBACK" in chosen.reason
 
 
+def test_each_gpu_backend_takes_its_own_conv(monkeypatch) -> None:
+    """`triton` never uses causal-conv1d's compiled conv (it is the backend without compiled extensions), even
+    where causal-conv1d is installed; `cuda` takes it there and the Triton conv otherwise."""
+    from types import SimpleNamespace
+
+    from nnunetv2_mambahome.ops import backends
+
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(backends, "_triton_unavailable", lambda device: None)
+    monkeypatch.setattr(backends, "load_cuda_kernels", lambda: SimpleNamespace(conv_fwd=object()))
+    assert backends._conv_kernel("triton", gpu).name == "triton"
+    assert backends._conv_kernel("cuda", gpu).name == "causal-conv1d"
+    monkeypatch.setattr(backends, "load_cuda_kernels", lambda: SimpleNamespace(conv_fwd=None))
+    assert backends._conv_kernel("cuda", gpu).name == "triton"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("L", [1, 37, 2048, 5000])

@@ -163,8 +163,10 @@ def _probe_triton(device: torch.device) -> Optional[str]:
     return None if err < 1e-3 else f"Triton's scan disagrees with the reference on this device (rel. error {err:.1e})"
 
 
-def _conv_kernel(device: torch.device) -> Optional[ConvKernel]:
-    kernels = load_cuda_kernels() if device.type == "cuda" else None
+def _conv_kernel(name: str, device: torch.device) -> Optional[ConvKernel]:
+    """The conv of backend `name`: the `cuda` backend takes causal-conv1d's where installed; otherwise (and
+    always for `triton`, which must not depend on compiled extensions) the Triton conv."""
+    kernels = load_cuda_kernels() if name == "cuda" and device.type == "cuda" else None
     if kernels is not None and kernels.conv_fwd is not None:
         return causal_conv1d_cuda
     if _triton_unavailable(device) is None:
@@ -179,10 +181,10 @@ def _build(name: str, device: torch.device, reason: str) -> ScanBackend:
         from .triton_selective_scan import selective_scan_triton as scan
     else:
         scan = selective_scan_cuda
-    conv = _conv_kernel(device)
+    conv = _conv_kernel(name, device)
     if conv is None:  # no conv kernel: the unfused body around the compiled scan
         return ScanBackend(name, reason + "; conv via torch", scan, partial(mamba_inner_unfused, scan=scan))
-    return ScanBackend(name, reason, scan, partial(mamba_inner_fused, conv=conv, scan=scan))
+    return ScanBackend(name, f"{reason}; conv {conv.name}", scan, partial(mamba_inner_fused, conv=conv, scan=scan))
 
 
 def _torch_backend(reason: str) -> ScanBackend:

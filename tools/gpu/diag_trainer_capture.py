@@ -41,6 +41,9 @@ folder = dataset_dir("502")
 w = Workload(str(folder), "3d_fullres", "cuda", (80, 96, 128), 2)
 trainer = build_trainer(Setup("nnUNetTrainerMambaHoME", "nnUNetPlans"), w, Path("/tmp/diag_results"))
 batch = random_batch(trainer)
+from nnunetv2_mambahome.ops import resolve_backend
+chosen = resolve_backend(torch.device("cuda"))
+print(f"scan backend {chosen.name}: {chosen.reason}", flush=True)
 for i in range(args.steps):
     t = time.perf_counter()
     try:
