@@ -4,9 +4,9 @@ Settings enter in three places and are checked there, against the schema in this
 - the plans' `arch_kwargs["mamba_home"]` and `write-plans --preset/--set` (the stage rule's fields,
   `MAMBA_HOME_SETTINGS`; checked by `MambaHoMERule`, list lengths against the plan's stages by
   `MambaHoMERule.stage_configs`);
-- the environment (`environment_settings()`: NNUNETV2_MAMBAHOME_SCAN, NNUNETV2_MAMBAHOME_TOKEN_DTYPE; their
-  allowed values are owned by `ops` and `precision`, which this module asks), checked at trainer start and
-  by `doctor`;
+- the environment (`environment_settings()`: NNUNETV2_MAMBAHOME_SCAN, _TOKEN_DTYPE, _ACCEL, _NORM; their
+  allowed values are owned by `ops`, `precision`, `acceleration` and `modules.instance_norm`, which this
+  module asks), checked at trainer start and by `doctor`;
 - the command line (argparse types below, and each command's own checks before any expensive work).
 A bad value raises `InputError` (a `SettingError` for schema values): one line naming the key, the value
 and what is allowed. The `nnunetv2-mambahome` commands print it without a traceback and exit with
@@ -185,6 +185,22 @@ def _accel_choice(device: torch.device) -> str:
     return f"on {device.type}: {describe_acceleration(device)}"
 
 
+def _norm_problem(device: torch.device) -> Optional[str]:
+    """Why NNUNETV2_MAMBAHOME_NORM is unusable on `device`, or None (`modules.instance_norm` owns its values)."""
+    from .modules.instance_norm import triton_norm_problem
+
+    return triton_norm_problem(device)
+
+
+def _norm_choice(device: torch.device) -> str:
+    from .modules.instance_norm import requested_norm
+
+    choice = requested_norm()
+    if choice == "triton" and device.type != "cuda":
+        return f"triton requested; on {device.type} the norms run PyTorch's kernels"
+    return f"{choice} instance norms on {device.type}"
+
+
 @dataclass(frozen=True)
 class EnvironmentSetting:
     """One environment variable of this plugin: its value when unset, what it chooses, and two checks on a device."""
@@ -198,6 +214,7 @@ class EnvironmentSetting:
 def environment_settings() -> dict[str, EnvironmentSetting]:
     """This plugin's environment variables by name (the names are owned by `ops` and `precision`)."""
     from .acceleration import ACCEL_ENV
+    from .modules.instance_norm import NORM_ENV
     from .ops import ENV_VAR
     from .precision import TOKEN_DTYPE_ENV
 
@@ -205,7 +222,9 @@ def environment_settings() -> dict[str, EnvironmentSetting]:
             TOKEN_DTYPE_ENV: EnvironmentSetting("auto", "token-path dtype under autocast", _token_dtype_problem,
                                                 _token_dtype_choice),
             ACCEL_ENV: EnvironmentSetting("auto", "CUDA graphs / torch.compile / eager on GPUs", _accel_problem,
-                                          _accel_choice)}
+                                          _accel_choice),
+            NORM_ENV: EnvironmentSetting("torch", "instance norm kernels on GPUs (triton: experimental)",
+                                         _norm_problem, _norm_choice)}
 
 
 def environment_problems(device: torch.device) -> list[str]:

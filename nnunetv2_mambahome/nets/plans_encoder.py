@@ -24,6 +24,8 @@ from dynamic_network_architectures.building_blocks.residual import StackedResidu
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from torch import nn
 
+from ..modules.instance_norm import instance_norm_op
+
 IntOrSeq = Union[int, Sequence[int]]
 StageLayer = Callable[[int, int], Optional[nn.Module]]
 
@@ -48,8 +50,10 @@ def per_stage(value: Union[int, Sequence], n_stages: int, name: str) -> list:
 
 
 def instance_norm_for(conv_op: Type[nn.Module]) -> Type[nn.Module]:
-    """InstanceNorm of conv_op's dimensionality (the GSC's norm, as in the reference)."""
-    return {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[convert_conv_op_to_dim(conv_op)]
+    """InstanceNorm of conv_op's dimensionality (the GSC's norm, as in the reference; `instance_norm_op` decides
+    PyTorch's or the Triton one)."""
+    return instance_norm_op({1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[
+        convert_conv_op_to_dim(conv_op)])
 
 
 def _no_layer(stage: int, channels: int) -> None:

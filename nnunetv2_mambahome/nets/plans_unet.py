@@ -28,6 +28,7 @@ from torch import nn
 
 from ..acceleration import acceleration_mode
 from ..cuda_graphs import graphed
+from ..modules.instance_norm import instance_norm_op
 from ..ops import requested_backend
 from ..precision import float32_region
 from .plans_encoder import (IntOrSeq, PlansEncoder, PlansNotSupportedError, check_configuration, check_dimensions,
@@ -78,6 +79,7 @@ class PlansUNet(AbstractDynamicNetworkArchitectures):
             n_blocks_per_stage, n_conv_per_stage = n_conv_per_stage, None
         self.input_channels, self.n_stages, self.conv_op = input_channels, n_stages, conv_op
         self.scan_backend, self.force_fp32 = scan_backend, bool(force_fp32)
+        norm_op = instance_norm_op(norm_op) if norm_op is not None else None
         self.encoder = PlansEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                                     n_conv_per_stage, n_blocks_per_stage, conv_bias, norm_op, norm_op_kwargs,
                                     dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, self.stage_layer)

@@ -1,0 +1,71 @@
+"""Which instance norm the networks build: PyTorch's (default) or the Triton kernel (`ops.triton_instance_norm`).
+
+NNUNETV2_MAMBAHOME_NORM=torch|triton is read when a network is built (`instance_norm_op`), the one place that
+decides it. With `triton`, every `nn.InstanceNorm{1,2,3}d` a network would build (the plans' norm_op of the
+conv stages and decoder, the GSC's norms) becomes a subclass with the same parameters and state_dict whose
+forward on CUDA tensors runs the Triton kernels; on other devices, and where the module tracks running
+statistics, it is PyTorch's forward unchanged. Numerics: the statistics and the normalisation are float32 in
+both (PyTorch's cuDNN path also reads half inputs and accumulates in float32).
+Default `torch` until the Triton kernels are measured faster inside the training step on a GPU
+(docs/BENCHMARKS.md: cuDNN's InstanceNorm took 10.2 of 76 GPU-ms per step on the H200).
+"""
+from __future__ import annotations
+
+import os
+from typing import Type
+
+import torch
+from torch import Tensor, nn
+
+NORM_ENV = "NNUNETV2_MAMBAHOME_NORM"
+NORM_CHOICES = ("torch", "triton")
+_INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def requested_norm() -> str:
+    """The NNUNETV2_MAMBAHOME_NORM choice (`torch` when unset); ValueError naming the allowed values."""
+    value = os.environ.get(NORM_ENV, "torch").strip().lower() or "torch"
+    if value not in NORM_CHOICES:
+        raise ValueError(f"{NORM_ENV}={value!r}: use one of {', '.join(NORM_CHOICES)}")
+    return value
+
+
+class _TritonForward:
+    """Forward of an InstanceNorm subclass: the Triton kernels on CUDA tensors without running statistics."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cuda" or self.track_running_stats or x.dim() != self._get_no_batch_dim() + 1:
+            return super().forward(x)
+        from ..ops.triton_instance_norm import instance_norm_triton
+
+        return instance_norm_triton(x, self.weight, self.bias, self.eps)
+
+
+def _triton_class(base: type) -> type:
+    return type(f"{base.__name__}Triton", (_TritonForward, base), {
+        "__module__": __name__, "__doc__": f"{base.__name__} whose CUDA forward runs the Triton kernels."})
+
+
+InstanceNorm1dTriton, InstanceNorm2dTriton, InstanceNorm3dTriton = (_triton_class(c) for c in _INSTANCE_NORMS)
+_TRITON = dict(zip(_INSTANCE_NORMS, (InstanceNorm1dTriton, InstanceNorm2dTriton, InstanceNorm3dTriton)))
+
+
+def instance_norm_op(norm_op: Type[nn.Module]) -> Type[nn.Module]:
+    """`norm_op`, or its Triton subclass when NNUNETV2_MAMBAHOME_NORM=triton and it is a PyTorch InstanceNorm."""
+    if requested_norm() == "triton" and norm_op in _TRITON:
+        return _TRITON[norm_op]
+    return norm_op
+
+
+def triton_norm_problem(device: torch.device) -> str | None:
+    """Why NNUNETV2_MAMBAHOME_NORM cannot be used on `device`, or None (for `settings` and `doctor`)."""
+    try:
+        choice = requested_norm()
+    except ValueError as exc:
+        return str(exc)
+    if choice == "triton" and torch.device(device).type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return f"{NORM_ENV}=triton needs Triton, which this PyTorch build lacks; use {NORM_ENV}=torch"
+    return None

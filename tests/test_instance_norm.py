@@ -1,0 +1,129 @@
+"""The Triton instance norm against `F.instance_norm` (interpreted on CPUs, compiled on GPUs), its custom ops,
+and the one switch that makes networks build it (NNUNETV2_MAMBAHOME_NORM) without changing their parameters."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnunetv2_mambahome.modules.instance_norm import (NORM_ENV, InstanceNorm3dTriton, instance_norm_op,
+                                                     requested_norm)
+
+triton = pytest.importorskip("triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _case(shape, dtype, affine, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 3 + 5).to(dtype)  # an offset mean, as after a conv
+    w = torch.randn(shape[1], generator=g) if affine else None
+    b = torch.randn(shape[1], generator=g) if affine else None
+    dy = torch.randn(shape, generator=g).to(dtype)
+    return [t.to(DEVICE) if t is not None else None for t in (x, w, b, dy)]
+
+
+# one split and partial blocks; several splits per row (M = 24,000 > 16,384); 2D without affine; 2 voxels
+@pytest.mark.parametrize("shape,affine", [((2, 3, 5, 6, 7), True), ((1, 2, 20, 30, 40), True), ((2, 3, 9, 11), False),
+                                          ((3, 2, 1, 1, 2), True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matches_instance_norm_forward_and_every_gradient(shape, affine, dtype) -> None:
+    from nnunetv2_mambahome.ops.triton_instance_norm import instance_norm_triton
+
+    x, w, b, dy = _case(shape, dtype, affine)
+    leaves = [t.clone().requires_grad_(True) if t is not None else None for t in (x, w, b)]
+    y = instance_norm_triton(*leaves, eps=1e-5)
+    (y.float() * dy.float()).sum().backward()
+    ref_leaves = [t.clone().float().requires_grad_(True) if t is not None else None for t in (x, w, b)]
+    ref = F.instance_norm(ref_leaves[0], weight=ref_leaves[1], bias=ref_leaves[2], eps=1e-5)
+    (ref * dy.float()).sum().backward()
+    assert y.dtype == dtype and y.shape == x.shape
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(y.float(), ref.detach(), **tol)
+    for got, want in zip(leaves, ref_leaves):
+        if got is not None:
+            scale = want.grad.abs().max().item()
+            torch.testing.assert_close(got.grad.float(), want.grad, rtol=tol["rtol"], atol=tol["atol"] * max(1, scale))
+
+
+def test_gradients_are_deterministic() -> None:
+    from nnunetv2_mambahome.ops.triton_instance_norm import instance_norm_triton
+
+    x, w, b, dy = _case((2, 3, 20, 30, 40), torch.float32, True, seed=1)
+    runs = []
+    for _ in range(2):
+        leaves = [t.clone().requires_grad_(True) for t in (x, w, b)]
+        (instance_norm_triton(*leaves) * dy).sum().backward()
+        runs.append([t.grad for t in leaves])
+    for a, b_ in zip(*runs):
+        assert torch.equal(a, b_)
+
+
+def test_custom_ops_pass_opcheck() -> None:
+    from nnunetv2_mambahome.ops.triton_instance_norm import instance_norm_bwd, instance_norm_fwd
+
+    x, w, b, dy = _case((2, 3, 4, 5, 6), torch.float32, True)
+    torch.library.opcheck(instance_norm_fwd, (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), 1e-5))
+    y, mean, rstd = instance_norm_fwd(x.detach(), w.detach(), b.detach(), 1e-5)
+    torch.library.opcheck(instance_norm_bwd, (x.detach(), w.detach(), b.detach(), mean, rstd, dy))
+
+
+def test_bad_input_names_the_op() -> None:
+    from nnunetv2_mambahome.ops.triton_instance_norm import instance_norm_triton
+
+    with pytest.raises(ValueError, match="expected \\(batch, channels, \\*spatial\\)"):
+        instance_norm_triton(torch.randn(4, 5, device=DEVICE))
+    with pytest.raises(ValueError, match="expected more than 1 spatial element"):  # as F.instance_norm
+        instance_norm_triton(torch.randn(2, 3, 1, 1, 1, device=DEVICE))
+
+
+def test_the_switch_decides_the_class_and_keeps_parameters(monkeypatch) -> None:
+    monkeypatch.delenv(NORM_ENV, raising=False)
+    assert requested_norm() == "torch" and instance_norm_op(nn.InstanceNorm3d) is nn.InstanceNorm3d
+    monkeypatch.setenv(NORM_ENV, "triton")
+    assert instance_norm_op(nn.InstanceNorm3d) is InstanceNorm3dTriton
+    assert instance_norm_op(nn.BatchNorm3d) is nn.BatchNorm3d  # only PyTorch's instance norms are replaced
+    torch.manual_seed(0)
+    plain, fast = nn.InstanceNorm3d(4, affine=True), InstanceNorm3dTriton(4, affine=True)
+    fast.load_state_dict(plain.state_dict())
+    assert isinstance(fast, nn.InstanceNorm3d) and fast.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(2, 4, 3, 4, 5)
+    torch.testing.assert_close(fast(x), plain(x))  # CPU tensors: PyTorch's forward
+    monkeypatch.setenv(NORM_ENV, "cudnn")
+    with pytest.raises(ValueError, match="NNUNETV2_MAMBAHOME_NORM='cudnn': use one of torch, triton"):
+        instance_norm_op(nn.InstanceNorm3d)
+
+
+def test_networks_built_with_triton_norms_have_the_same_state_dict(monkeypatch) -> None:
+    """Every InstanceNorm of a Mamba-HoME U-Net (conv stages, decoder, GSC) becomes the Triton class; the
+    parameters, their names and their initialisation are unchanged."""
+    from plans_shapes import K3, configuration, plain_arch, plans
+
+    from nnunetv2_mambahome.nets import MambaHoMEUNet
+
+    arch = plain_arch([16, 32, 64, 128], [K3] * 4, [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    nets = {}
+    for choice in ("torch", "triton"):
+        monkeypatch.setenv(NORM_ENV, choice)
+        torch.manual_seed(0)
+        nets[choice] = MambaHoMEUNet.from_configuration(configuration(plans([32, 64, 64], arch)), 1, 3, True,
+                                                        preset="light")
+    norms = {c: [m for m in n.modules() if isinstance(m, nn.modules.instancenorm._InstanceNorm)]
+             for c, n in nets.items()}
+    assert norms["torch"] and all(type(m) is nn.InstanceNorm3d for m in norms["torch"])
+    assert len(norms["triton"]) == len(norms["torch"]) and all(type(m) is InstanceNorm3dTriton
+                                                                  for m in norms["triton"])
+    a, b = nets["torch"].state_dict(), nets["triton"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton forward runs on CUDA tensors")
+def test_module_on_cuda_matches_pytorch_under_autocast(monkeypatch) -> None:
+    torch.manual_seed(0)
+    plain = nn.InstanceNorm3d(8, affine=True).cuda()
+    fast = InstanceNorm3dTriton(8, affine=True).cuda()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 8, 16, 24, 32, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        h = x.half()
+        torch.testing.assert_close(fast(h).float(), plain(h).float(), rtol=1e-2, atol=1e-2)
