@@ -1,7 +1,8 @@
 """Kernels and their pure-PyTorch references, kept apart from the nn.Modules that use them.
 
 The Triton kernels (`triton_selective_scan`, `triton_causal_conv1d`, `triton_instance_norm`) import Triton,
-which CPU-only PyTorch builds lack: they are loaded on first use (`from nnunetv2_mambahome.ops import selective_scan_triton` works where Triton exists).
+which CPU-only PyTorch builds lack: they are loaded on first use (`from nnunetv2_mambahome.ops import
+selective_scan_triton` works where Triton exists).
 """
 from .backends import (AUTO_ORDER, BACKENDS, ENV_VAR, ScanBackend, ScanBackendError, explain_auto_choice,
                        requested_backend, resolve_backend)
