@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import nn
 
 from ..acceleration import acceleration_mode, describe_acceleration
 from ..atomic_files import replaced_atomically
@@ -53,7 +54,10 @@ class MambaTrainerBase(nnUNetTrainer):
         if not replays and accel.startswith("CUDA graphs"):
             accel = f"eager ({type(network).__name__} does not replay CUDA graphs)"
         n_params = sum(p.numel() for p in self.network.parameters())
+        norms = sorted({type(m).__name__ for m in network.modules()
+                        if isinstance(m, nn.modules.instancenorm._InstanceNorm)})
         self.print_to_log_file(f"{self.describe()}; {n_params / 1e6:.2f}M parameters; acceleration: {accel}"
+                               + (f"; norms {', '.join(norms)}" if norms else "")
                                + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
         for line in scan_backend_lines(self.device):
             self.print_to_log_file(line)
