@@ -23,7 +23,8 @@ from .ops import resolve_backend
 
 ACCEL_ENV = "NNUNETV2_MAMBAHOME_ACCEL"
 MODES = ("auto", "graphs", "compile", "eager")
-GRAPH_VERIFIED_BACKENDS = ("cuda", "triton")  # scan backends whose graph replay was verified inside nnU-Net's train_step
+# scan backends whose graph replay was verified inside nnU-Net's train_step
+GRAPH_VERIFIED_BACKENDS = ("cuda", "triton")
 
 
 class AccelerationError(ValueError):

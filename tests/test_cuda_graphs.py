@@ -3,8 +3,8 @@
 On a GPU: graphed training steps (autocast, GradScaler, deep supervision) give the eager step's loss and
 gradients; graphed inference gives the eager outputs and never hands out graph memory; moving parameters
 re-captures; capture works under cudnn.benchmark when an output got no gradient in the eager calls (nnU-Net's
-deep supervision skips the lowest one) and while the caller still holds an eager step's graph; a failing capture stops the run with one clear error naming the switch
-to eager.
+deep supervision skips the lowest one) and while the caller still holds an eager step's graph; a failing
+capture stops the run with one clear error naming the switch to eager.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 NNUNETV2_MAMBAHOME_NORM=torch|triton is read when a network is built (`instance_norm_op`), the one place that
 decides it. With `triton`, every `nn.InstanceNorm{1,2,3}d` a plans-built network (`nets.PlansUNet` and its
-subclasses) would build (the plans' norm_op of the conv stages and decoder, the GSC's norms) becomes a subclass with the same parameters and state_dict whose
-forward on CUDA tensors runs the Triton kernels; on other devices, and where the module tracks running
+subclasses) would build (the plans' norm_op of the conv stages and decoder, the GSC's norms) becomes a
+subclass with the same parameters and state_dict whose forward on CUDA tensors runs the Triton kernels; on other devices, and where the module tracks running
 statistics, it is PyTorch's forward unchanged. Numerics: the statistics and the normalisation are float32 in
 both (PyTorch's cuDNN path also reads half inputs and accumulates in float32).
 Default `torch` until the Triton kernels are measured faster inside the training step on a GPU

@@ -138,7 +138,6 @@ def _conv_functions() -> tuple[Callable, Callable]:
     return kernels.conv_fwd, kernels.conv_bwd
 
 
-
 def _conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     return _conv_functions()[0](x, weight, bias, None, None, None, True)
 

@@ -37,25 +37,22 @@ def main() -> None:
         x = (torch.randn(shape, device="cuda") * 2 + 1).half().requires_grad_(True)
         dy = torch.randn(shape, device="cuda").half()
 
-        def run(f):
-            def step():
-                x.grad = None; norm.zero_grad(set_to_none=True)
-                f().backward(dy)
-            return step
-
-        def cudnn_native():
+        def native():  # PyTorch's own CUDA kernels
             with torch.backends.cudnn.flags(enabled=False):
                 return norm(x)
 
-        results = {}
-        for name, f in (("cudnn", lambda: norm(x)), ("native", cudnn_native),
-                        ("triton", lambda: instance_norm_triton(x, norm.weight, norm.bias, norm.eps))):
-            results[name] = timed(run(f), args.iters)
-        outs = {}
-        for name, f in (("cudnn", lambda: norm(x)), ("triton", lambda: instance_norm_triton(x, norm.weight, norm.bias, norm.eps))):
+        impls = {"cudnn": lambda: norm(x), "native": native,
+                 "triton": lambda: instance_norm_triton(x, norm.weight, norm.bias, norm.eps)}
+
+        def step(f):
             x.grad = None
-            y = f(); y.backward(dy)
-            outs[name] = (y.detach().float(), x.grad.float())
+            norm.zero_grad(set_to_none=True)
+            y = f()
+            y.backward(dy)
+            return y
+
+        results = {name: timed(lambda f=f: step(f), args.iters) for name, f in impls.items()}
+        outs = {name: (step(impls[name]).detach().float(), x.grad.float()) for name in ("cudnn", "triton")}
         rel = [((a - b).abs().max() / b.abs().max()).item() for a, b in zip(outs["triton"], outs["cudnn"])]
         print(f"{shape} | {results['cudnn']:.3f} | {results['native']:.3f} | {results['triton']:.3f} | "
               f"{rel[0]:.1e}, {rel[1]:.1e}", flush=True)

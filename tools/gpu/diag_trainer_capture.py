@@ -44,13 +44,14 @@ batch = random_batch(trainer)
 from nnunetv2_mambahome.ops import resolve_backend
 chosen = resolve_backend(torch.device("cuda"))
 print(f"scan backend {chosen.name}: {chosen.reason}", flush=True)
+tag = f"[{args.backend} {args.mode} cudnn.benchmark={args.cudnn_benchmark}]"
 for i in range(args.steps):
     t = time.perf_counter()
     try:
         out = trainer.train_step(batch)
         torch.cuda.synchronize()
-        print(f"[{args.backend} {args.mode} cudnn.benchmark={args.cudnn_benchmark}] step {i}: loss {out['loss']:.4f} {1e3 * (time.perf_counter() - t):.0f} ms", flush=True)
+        print(f"{tag} step {i}: loss {out['loss']:.4f} {1e3 * (time.perf_counter() - t):.0f} ms", flush=True)
     except Exception as exc:
-        print(f"[{args.backend} {args.mode} cudnn.benchmark={args.cudnn_benchmark}] step {i} FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+        print(f"{tag} step {i} FAILED: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
         traceback.print_exc()
         break
