@@ -193,12 +193,12 @@ def _norm_problem(device: torch.device) -> Optional[str]:
 
 
 def _norm_choice(device: torch.device) -> str:
-    from .modules.instance_norm import requested_norm
+    from .modules.instance_norm import requested_norm, resolved_norm
 
-    choice = requested_norm()
-    if choice == "triton" and device.type != "cuda":
-        return f"triton requested; on {device.type} the norms run PyTorch's kernels"
-    return f"{choice} instance norms on {device.type}"
+    choice, resolved = requested_norm(), resolved_norm()
+    if resolved == "triton" and device.type != "cuda":
+        return f"{choice}: triton; on {device.type} the norms run PyTorch's kernels"
+    return f"{choice}: {resolved} instance norms on {device.type}"
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def environment_settings() -> dict[str, EnvironmentSetting]:
                                                 _token_dtype_choice),
             ACCEL_ENV: EnvironmentSetting("auto", "CUDA graphs / torch.compile / eager on GPUs", _accel_problem,
                                           _accel_choice),
-            NORM_ENV: EnvironmentSetting("torch", "instance norm kernels on GPUs (triton: experimental)",
+            NORM_ENV: EnvironmentSetting("auto", "instance norm kernels on GPUs",
                                          _norm_problem, _norm_choice)}
 
 

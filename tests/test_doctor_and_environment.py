@@ -52,7 +52,7 @@ def test_healthy_machine_reports_every_setting_and_exits_0(healthy, capsys) -> N
     ({"NNUNETV2_MAMBAHOME_TOKEN_DTYPE": "fp8"},
      "ACTION NNUNETV2_MAMBAHOME_TOKEN_DTYPE='fp8': use one of ['auto', 'bfloat16', 'float32']"),
     ({"NNUNETV2_MAMBAHOME_NORM": "cudnn"},
-     "ACTION NNUNETV2_MAMBAHOME_NORM='cudnn': use one of torch, triton"),
+     "ACTION NNUNETV2_MAMBAHOME_NORM='cudnn': use one of auto, torch, triton"),
     ({"nnUNet_results": None}, "ACTION nnUNet_results is not set"),
     ({"nnUNet_extTrainer": "/elsewhere"}, "ACTION nnUNet_extTrainer does not include this plugin's trainers"),
 ], ids=["unknown scan backend", "cuda scan on a cpu machine", "unknown token dtype", "unknown norm",

@@ -79,7 +79,10 @@ def test_bad_input_names_the_op() -> None:
 
 def test_the_switch_decides_the_class_and_keeps_parameters(monkeypatch) -> None:
     monkeypatch.delenv(NORM_ENV, raising=False)
-    assert requested_norm() == "torch" and instance_norm_op(nn.InstanceNorm3d) is nn.InstanceNorm3d
+    default = InstanceNorm3dTriton if torch.cuda.is_available() else nn.InstanceNorm3d  # auto
+    assert requested_norm() == "auto" and instance_norm_op(nn.InstanceNorm3d) is default
+    monkeypatch.setenv(NORM_ENV, "torch")
+    assert instance_norm_op(nn.InstanceNorm3d) is nn.InstanceNorm3d
     monkeypatch.setenv(NORM_ENV, "triton")
     assert instance_norm_op(nn.InstanceNorm3d) is InstanceNorm3dTriton
     assert instance_norm_op(nn.BatchNorm3d) is nn.BatchNorm3d  # only PyTorch's instance norms are replaced
@@ -90,7 +93,7 @@ def test_the_switch_decides_the_class_and_keeps_parameters(monkeypatch) -> None:
     x = torch.randn(2, 4, 3, 4, 5)
     torch.testing.assert_close(fast(x), plain(x))  # CPU tensors: PyTorch's forward
     monkeypatch.setenv(NORM_ENV, "cudnn")
-    with pytest.raises(ValueError, match="NNUNETV2_MAMBAHOME_NORM='cudnn': use one of torch, triton"):
+    with pytest.raises(ValueError, match="NNUNETV2_MAMBAHOME_NORM='cudnn': use one of auto, torch, triton"):
         instance_norm_op(nn.InstanceNorm3d)
 
 

@@ -1,13 +1,14 @@
-"""Which instance norm the networks build: PyTorch's (default) or the Triton kernel (`ops.triton_instance_norm`).
+"""Which instance norm the networks build: PyTorch's or the Triton kernel (`ops.triton_instance_norm`).
 
-NNUNETV2_MAMBAHOME_NORM=torch|triton is read when a network is built (`instance_norm_op`), the one place that
-decides it. With `triton`, every `nn.InstanceNorm{1,2,3}d` a plans-built network (`nets.PlansUNet` and its
-subclasses) would build (the plans' norm_op of the conv stages and decoder, the GSC's norms) becomes a
-subclass with the same parameters and state_dict whose forward on CUDA tensors runs the Triton kernels; on other devices, and where the module tracks running
-statistics, it is PyTorch's forward unchanged. Numerics: the statistics and the normalisation are float32 in
-both (PyTorch's cuDNN path also reads half inputs and accumulates in float32).
-Default `torch` until the Triton kernels are measured faster inside the training step on a GPU
-(docs/BENCHMARKS.md: cuDNN's InstanceNorm took 10.2 of 76 GPU-ms per step on the H200).
+NNUNETV2_MAMBAHOME_NORM=auto|torch|triton is read when a network is built (`resolved_norm`, the one place that
+decides it). `auto` (default) is `triton` where CUDA and Triton are available and `torch` elsewhere. With
+`triton`, every `nn.InstanceNorm{1,2,3}d` a plans-built network (`nets.PlansUNet` and its subclasses) would
+build (the plans' norm_op of the conv stages and decoder, the GSC's norms) becomes a subclass with the same
+parameters and state_dict whose forward on CUDA tensors runs the Triton kernels; on other devices, and where
+the module tracks running statistics, it is PyTorch's forward unchanged. Numerics: the statistics and the
+normalisation are float32 in both (PyTorch's cuDNN path also reads half inputs and accumulates in float32).
+Why Triton by default on GPUs: cuDNN's InstanceNorm kernels took 10.2 of 76 GPU-ms of a graphed training step
+on the H200; with the Triton kernels the step went from 83.0 to 71.8 ms (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -18,16 +19,32 @@ import torch
 from torch import Tensor, nn
 
 NORM_ENV = "NNUNETV2_MAMBAHOME_NORM"
-NORM_CHOICES = ("torch", "triton")
+NORM_CHOICES = ("auto", "torch", "triton")
 _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 def requested_norm() -> str:
-    """The NNUNETV2_MAMBAHOME_NORM choice (`torch` when unset); ValueError naming the allowed values."""
-    value = os.environ.get(NORM_ENV, "torch").strip().lower() or "torch"
+    """The NNUNETV2_MAMBAHOME_NORM choice (`auto` when unset); ValueError naming the allowed values."""
+    value = os.environ.get(NORM_ENV, "auto").strip().lower() or "auto"
     if value not in NORM_CHOICES:
         raise ValueError(f"{NORM_ENV}={value!r}: use one of {', '.join(NORM_CHOICES)}")
     return value
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolved_norm() -> str:
+    """`torch` or `triton`: the requested choice, `auto` resolved by whether CUDA and Triton are available."""
+    choice = requested_norm()
+    if choice == "auto":
+        return "triton" if torch.cuda.is_available() and _triton_importable() else "torch"
+    return choice
 
 
 class _TritonForward:
@@ -52,7 +69,7 @@ _TRITON = dict(zip(_INSTANCE_NORMS, (InstanceNorm1dTriton, InstanceNorm2dTriton,
 
 def instance_norm_op(norm_op: Type[nn.Module]) -> Type[nn.Module]:
     """`norm_op`, or its Triton subclass when NNUNETV2_MAMBAHOME_NORM=triton and it is a PyTorch InstanceNorm."""
-    if requested_norm() == "triton" and norm_op in _TRITON:
+    if resolved_norm() == "triton" and norm_op in _TRITON:
         return _TRITON[norm_op]
     return norm_op
 
@@ -63,9 +80,6 @@ def triton_norm_problem(device: torch.device) -> str | None:
         choice = requested_norm()
     except ValueError as exc:
         return str(exc)
-    if choice == "triton" and torch.device(device).type == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return f"{NORM_ENV}=triton needs Triton, which this PyTorch build lacks; use {NORM_ENV}=torch"
+    if choice == "triton" and torch.device(device).type == "cuda" and not _triton_importable():
+        return f"{NORM_ENV}=triton needs Triton, which this PyTorch build lacks; use {NORM_ENV}=torch or auto"
     return None
