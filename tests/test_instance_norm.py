@@ -66,6 +66,9 @@ def test_custom_ops_pass_opcheck() -> None:
     torch.library.opcheck(instance_norm_fwd, (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), 1e-5))
     y, mean, rstd = instance_norm_fwd(x.detach(), w.detach(), b.detach(), 1e-5)
     torch.library.opcheck(instance_norm_bwd, (x.detach(), w.detach(), b.detach(), mean, rstd, dy))
+    torch.library.opcheck(instance_norm_fwd, (x.detach().requires_grad_(), None, None, 1e-5))  # the GSC's norms
+    y, mean, rstd = instance_norm_fwd(x.detach(), None, None, 1e-5)
+    torch.library.opcheck(instance_norm_bwd, (x.detach(), None, None, mean, rstd, dy))
 
 
 def test_bad_input_names_the_op() -> None:
@@ -122,11 +125,22 @@ def test_networks_built_with_triton_norms_have_the_same_state_dict(monkeypatch) 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton forward runs on CUDA tensors")
 def test_module_on_cuda_matches_pytorch_under_autocast(monkeypatch) -> None:
+    """Long rows run the Triton op, short rows (< TRITON_MIN_ROW voxels) PyTorch's; both match PyTorch."""
+    import nnunetv2_mambahome.ops.triton_instance_norm as kernels
+    from nnunetv2_mambahome.modules.instance_norm import TRITON_MIN_ROW
+
+    calls = []
+    real = kernels.instance_norm_triton
+    monkeypatch.setattr(kernels, "instance_norm_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
     plain = nn.InstanceNorm3d(8, affine=True).cuda()
     fast = InstanceNorm3dTriton(8, affine=True).cuda()
     fast.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 8, 16, 24, 32, device="cuda")
-    with torch.autocast("cuda", dtype=torch.float16):
-        h = x.half()
-        torch.testing.assert_close(fast(h).float(), plain(h).float(), rtol=1e-2, atol=1e-2)
+    for spatial, triton_runs in (((32, 48, 64), True), ((16, 24, 32), False)):
+        assert (spatial[0] * spatial[1] * spatial[2] >= TRITON_MIN_ROW) == triton_runs
+        calls.clear()
+        x = torch.randn(2, 8, *spatial, device="cuda")
+        with torch.autocast("cuda", dtype=torch.float16):
+            h = x.half()
+            torch.testing.assert_close(fast(h).float(), plain(h).float(), rtol=1e-2, atol=1e-2)
+        assert bool(calls) == triton_runs

@@ -11,10 +11,13 @@ give each channel one thread block. At the first stage of the 502 plans (2 x 32 
 that is 64 blocks on a 132-SM H200: its backward took 786 us per call against ~150 us of memory traffic,
 10.2 ms of a 76 ms step in all (docs/BENCHMARKS.md). Here every row is split over many programs:
 - statistics: each (row, split) program reduces its slice with a shift (its first value), giving count, mean
-  and M2 of the slice without cancellation; the splits are merged with Chan's formula (small torch ops);
-- normalise: one element-wise pass with the affine parameters;
-- backward: per (row, split) partial sums of dy and dy*xhat, reduced per row (and per channel for dweight and
-  dbias) with `torch.sum`, then dx = rstd * (w dy - mean(w dy) - xhat mean(w dy xhat)) in one pass.
+  and M2 of the slice without cancellation;
+- normalise: every program merges its row's splits with Chan's formula (a few dozen values), then one
+  element-wise pass with the affine parameters;
+- backward: per (row, split) partial sums of dy and dy*xhat; every dx program sums its row's partials, then
+  dx = rstd * (w dy - mean(w dy) - xhat mean(w dy xhat)) in one pass; dweight and dbias are one `torch.sum` each.
+So a forward is two kernel launches and a backward two plus one reduction per affine parameter: a step runs
+dozens of norms, and in eager mode (no CUDA graph) every small torch op between the kernels costs a launch.
 Deterministic (no atomics). Registered as custom ops (`mambahome::instance_norm_triton_fwd` / `_bwd`, fakes,
 autograd), so torch.compile and CUDA-graph capture see single ops. Runs on CPU tensors under Triton's
 interpreter (TRITON_INTERPRET=1), which the CPU tests use.
@@ -58,13 +61,33 @@ def _stats_kernel(x_ptr, part_ptr, M, split_len, n_splits, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _normalise_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, split_len,
-                      HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK: tl.constexpr):
+def _merged_stats(part_ptr, row, M, n_splits, eps, BLOCK_S: tl.constexpr):
+    """(mean, rstd) of a row from its splits' (count, mean, M2), merged with Chan's formula."""
+    s = tl.arange(0, BLOCK_S)
+    mask = s < n_splits
+    p = part_ptr + (row * n_splits + s) * 3
+    count = tl.load(p, mask=mask, other=0.0)
+    means = tl.load(p + 1, mask=mask, other=0.0)
+    m2 = tl.load(p + 2, mask=mask, other=0.0)
+    mean = tl.sum(count * means, 0) / M
+    d = means - mean
+    var = tl.sum(m2 + count * d * d, 0) / M
+    return mean, 1.0 / tl.sqrt_rn(var + eps)
+
+
+@triton.jit
+def _normalise_kernel(x_ptr, y_ptr, part_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, split_len, n_splits, eps,
+                      HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK: tl.constexpr, BLOCK_S: tl.constexpr):
+    """y = x * scale + shift per row; every program merges its row's statistics, split 0 also stores them."""
     row = tl.program_id(0).to(tl.int64)
-    start = tl.program_id(1) * split_len
+    split = tl.program_id(1)
+    start = split * split_len
     end = tl.minimum(start + split_len, M)
-    mean = tl.load(mean_ptr + row)
-    scale = tl.load(rstd_ptr + row)
+    mean, rstd = _merged_stats(part_ptr, row, M, n_splits, eps, BLOCK_S)
+    if split == 0:
+        tl.store(mean_ptr + row, mean)
+        tl.store(rstd_ptr + row, rstd)
+    scale = rstd
     shift = -mean * scale
     if HAS_W:
         w = tl.load(w_ptr + row % C).to(tl.float32)
@@ -80,8 +103,9 @@ def _normalise_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, M, C, spli
 
 
 @triton.jit
-def _bwd_sums_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, part_ptr, M, split_len, n_splits, BLOCK: tl.constexpr):
-    """part[row, split] = (sum dy, sum dy * xhat) over the split."""
+def _bwd_sums_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, part_ptr, M, split_len, n_splits, n_parts,
+                     BLOCK: tl.constexpr):
+    """part[0, row, split] = sum dy and part[1, row, split] = sum dy * xhat over the split."""
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
     start = split * split_len
@@ -97,25 +121,29 @@ def _bwd_sums_kernel(x_ptr, dy_ptr, mean_ptr, rstd_ptr, part_ptr, M, split_len, 
         g = tl.load(dy_ptr + row * M + idx, mask=mask, other=0.0).to(tl.float32)
         sd += g
         sdx += tl.where(mask, g * (v - mean) * rstd, 0.0)
-    out = part_ptr + (row * n_splits + split) * 2
+    out = part_ptr + row * n_splits + split
     tl.store(out, tl.sum(sd, 0))
-    tl.store(out + 1, tl.sum(sdx, 0))
+    tl.store(out + n_parts, tl.sum(sdx, 0))
 
 
 @triton.jit
-def _dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, mg_ptr, mgx_ptr, M, C, split_len,
-               HAS_W: tl.constexpr, BLOCK: tl.constexpr):
-    """dx = rstd * (w dy - mean(w dy) - xhat * mean(w dy xhat)); mg/mgx hold the two means per row."""
+def _dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, part_ptr, M, C, split_len, n_splits, n_parts,
+               HAS_W: tl.constexpr, BLOCK: tl.constexpr, BLOCK_S: tl.constexpr):
+    """dx = rstd * (w dy - mean(w dy) - xhat * mean(w dy xhat)), the two means summed from the row's splits."""
     row = tl.program_id(0).to(tl.int64)
     start = tl.program_id(1) * split_len
     end = tl.minimum(start + split_len, M)
     mean = tl.load(mean_ptr + row)
     rstd = tl.load(rstd_ptr + row)
-    mg = tl.load(mg_ptr + row)
-    mgx = tl.load(mgx_ptr + row)
+    s = tl.arange(0, BLOCK_S)
+    p = part_ptr + row * n_splits + s
+    mg = tl.sum(tl.load(p, mask=s < n_splits, other=0.0), 0) / M
+    mgx = tl.sum(tl.load(p + n_parts, mask=s < n_splits, other=0.0), 0) / M
     w = 1.0
     if HAS_W:
         w = tl.load(w_ptr + row % C).to(tl.float32)
+        mg = mg * w
+        mgx = mgx * w
     for off in range(start, end, BLOCK):
         idx = off + tl.arange(0, BLOCK)
         mask = idx < end
@@ -139,19 +167,23 @@ def _layout(x: Tensor) -> tuple[int, int, int, int, int]:
     return rows, C, M, split_len, triton.cdiv(M, split_len)
 
 
+def _splits_block(n_splits: int) -> int:
+    """Lanes that hold one row's split partials (few values of it, so few compiled variants)."""
+    return max(16, triton.next_power_of_2(n_splits))
+
+
 def _fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float) -> list[Tensor]:
     x = x.contiguous()
     rows, C, M, split_len, n_splits = _layout(x)
     part = torch.empty((rows, n_splits, 3), dtype=torch.float32, device=x.device)
     _stats_kernel[(rows, n_splits)](x, part, M, split_len, n_splits, BLOCK=BLOCK)
-    count, means, m2 = part.unbind(-1)
-    mean = (count * means).sum(1) / M  # Chan's merge of the splits' (count, mean, M2)
-    var = (m2 + count * (means - mean[:, None]).square()).sum(1) / M
-    rstd = torch.rsqrt(var + eps)
+    mean = torch.empty((rows,), dtype=torch.float32, device=x.device)
+    rstd = torch.empty_like(mean)
     y = torch.empty_like(x)
-    _normalise_kernel[(rows, n_splits)](x, y, mean, rstd, weight if weight is not None else x,
-                                        bias if bias is not None else x, M, C, split_len, HAS_W=weight is not None,
-                                        HAS_B=bias is not None, BLOCK=BLOCK)
+    _normalise_kernel[(rows, n_splits)](x, y, part, mean, rstd, weight if weight is not None else x,
+                                        bias if bias is not None else x, M, C, split_len, n_splits, eps,
+                                        HAS_W=weight is not None, HAS_B=bias is not None, BLOCK=BLOCK,
+                                        BLOCK_S=_splits_block(n_splits))
     return [y, mean, rstd]
 
 
@@ -159,18 +191,16 @@ def _bwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tens
          dy: Tensor) -> list[Tensor]:
     x, dy = x.contiguous(), dy.contiguous()
     rows, C, M, split_len, n_splits = _layout(x)
-    part = torch.empty((rows, n_splits, 2), dtype=torch.float32, device=x.device)
-    _bwd_sums_kernel[(rows, n_splits)](x, dy, mean, rstd, part, M, split_len, n_splits, BLOCK=BLOCK)
-    sum_dy, sum_dy_xhat = part.sum(1).unbind(-1)  # per row
-    w_rows = weight.float().repeat(x.shape[0]) if weight is not None else None
-    mg = sum_dy / M if w_rows is None else w_rows * sum_dy / M
-    mgx = sum_dy_xhat / M if w_rows is None else w_rows * sum_dy_xhat / M
+    part = torch.empty((2, rows, n_splits), dtype=torch.float32, device=x.device)  # sum dy, sum dy * xhat
+    _bwd_sums_kernel[(rows, n_splits)](x, dy, mean, rstd, part, M, split_len, n_splits, rows * n_splits,
+                                       BLOCK=BLOCK)
     dx = torch.empty_like(x)
-    _dx_kernel[(rows, n_splits)](x, dy, dx, mean, rstd, weight if weight is not None else x, mg, mgx, M, C,
-                                 split_len, HAS_W=weight is not None, BLOCK=BLOCK)
-    per_channel = (x.shape[0], C)
-    dw = sum_dy_xhat.view(per_channel).sum(0).to(weight.dtype) if weight is not None else x.new_empty(0)
-    db = sum_dy.view(per_channel).sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)
+    _dx_kernel[(rows, n_splits)](x, dy, dx, mean, rstd, weight if weight is not None else x, part, M, C,
+                                 split_len, n_splits, rows * n_splits, HAS_W=weight is not None, BLOCK=BLOCK,
+                                 BLOCK_S=_splits_block(n_splits))
+    per_channel = part.view(2, x.shape[0], C, n_splits)
+    dw = per_channel[1].sum((0, 2)).to(weight.dtype) if weight is not None else x.new_empty(0)
+    db = per_channel[0].sum((0, 2)).to(bias.dtype) if bias is not None else x.new_empty(0)
     return [dx, dw, db]
 
 

@@ -1,8 +1,9 @@
 """Instance norm forward+backward per implementation at the 502 plans' stage shapes (GPU machine): PyTorch's
 InstanceNorm3d (cuDNN), the same with cuDNN off (PyTorch's native kernels) and the Triton kernels
 (`ops.triton_instance_norm`), fp16 input with float32 affine parameters as under nnU-Net's autocast.
-Prints median ms per call (CUDA events, after warm-up) and the max relative difference to the cuDNN output and
-input gradient. Usage: python3 tools/gpu/bench_instance_norm.py [--iters 50]"""
+Prints median ms per forward+backward (CUDA events, after warm-up), eager (with the CPU's launch overhead) and
+replayed from a CUDA graph (GPU time only, as in the graphed training step), and the max relative difference to
+the cuDNN output and input gradient. Usage: python3 tools/gpu/bench_instance_norm.py [--iters 50]"""
 import argparse
 
 import torch
@@ -24,12 +25,27 @@ def timed(fn, iters):
     return sorted(times)[len(times) // 2]
 
 
+def graphed(fn, iters):
+    """`timed` of a CUDA graph of `fn` (warmed up on a side stream first, as torch.cuda.graphs requires)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return timed(graph.replay, iters)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--iters", type=int, default=50)
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True
-    print("shape | cudnn ms | native ms | triton ms | triton vs cudnn: out, dx max-rel")
+    print("shape | eager ms: cudnn, native, triton | graphed ms: cudnn, native, triton | "
+          "triton vs cudnn: out, dx max-rel")
     for shape in SHAPES:
         norm = nn.InstanceNorm3d(shape[1], affine=True).cuda()
         with torch.no_grad():
@@ -51,10 +67,11 @@ def main() -> None:
             y.backward(dy)
             return y
 
-        results = {name: timed(lambda f=f: step(f), args.iters) for name, f in impls.items()}
+        eager = [timed(lambda f=f: step(f), args.iters) for f in impls.values()]
+        graph = [graphed(lambda f=f: step(f), args.iters) for f in impls.values()]
         outs = {name: (step(impls[name]).detach().float(), x.grad.float()) for name in ("cudnn", "triton")}
         rel = [((a - b).abs().max() / b.abs().max()).item() for a, b in zip(outs["triton"], outs["cudnn"])]
-        print(f"{shape} | {results['cudnn']:.3f} | {results['native']:.3f} | {results['triton']:.3f} | "
+        print(f"{shape} | {', '.join(f'{t:.3f}' for t in eager)} | {', '.join(f'{t:.3f}' for t in graph)} | "
               f"{rel[0]:.1e}, {rel[1]:.1e}", flush=True)
 
 

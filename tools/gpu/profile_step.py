@@ -112,7 +112,7 @@ def main() -> None:
     p.add_argument("--presets", nargs="+", default=["paper", "light"])
     p.add_argument("--token-dtypes", nargs="+", default=["auto"], choices=["auto", "bfloat16", "float32"])
     p.add_argument("--backends", nargs="+", default=["triton"], choices=["cuda", "triton", "torch"])
-    p.add_argument("--norms", nargs="+", default=["torch"], choices=list(NORM_CHOICES))
+    p.add_argument("--norms", nargs="+", default=["auto"], choices=list(NORM_CHOICES))
     p.add_argument("--accels", nargs="+", default=["graphs", "eager"], choices=["graphs", "eager", "compile-graphs"],
                    help="compile-graphs: torch.compile of the eager forward, replayed as CUDA graphs (experiment)")
     p.add_argument("--no-profile", action="store_true", help="only step time and peak memory")
