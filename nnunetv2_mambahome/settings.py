@@ -198,7 +198,7 @@ def _norm_choice(device: torch.device) -> str:
     choice, resolved = requested_norm(), resolved_norm()
     if resolved == "triton" and device.type != "cuda":
         return f"{choice}: triton; on {device.type} the norms run PyTorch's kernels"
-    return f"{choice}: {resolved} instance norms on {device.type}"
+    return f"{choice}: {resolved} instance norms and DyT on {device.type}"
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def environment_settings() -> dict[str, EnvironmentSetting]:
                                                 _token_dtype_choice),
             ACCEL_ENV: EnvironmentSetting("auto", "CUDA graphs / torch.compile / eager on GPUs", _accel_problem,
                                           _accel_choice),
-            NORM_ENV: EnvironmentSetting("auto", "instance norm kernels on GPUs",
+            NORM_ENV: EnvironmentSetting("auto", "instance norm and DyT kernels on GPUs",
                                          _norm_problem, _norm_choice)}
 
 

@@ -1,4 +1,4 @@
-"""Which instance norm the networks build: PyTorch's or the Triton kernel (`ops.triton_instance_norm`).
+"""Which norms the networks build: PyTorch's or the Triton kernels (`ops.triton_instance_norm`, `ops.triton_dyt`).
 
 NNUNETV2_MAMBAHOME_NORM=auto|torch|triton is read when a network is built (`resolved_norm`, the one place that
 decides it). `auto` (default) is `triton` where CUDA and Triton are available and `torch` elsewhere. With
@@ -10,6 +10,9 @@ Numerics: the statistics and the normalisation are float32 in both (PyTorch's cu
 inputs and accumulates in float32).
 Why Triton by default on GPUs: cuDNN's InstanceNorm kernels took 10.2 of 76 GPU-ms of a graphed training step
 on the H200; with the Triton kernels the step went from 83.0 to 71.8 ms (docs/BENCHMARKS.md).
+The same setting covers Dynamic Tanh: every `modules.DynamicTanh` (in every Mamba-HoME block, the paper network's
+too) reads it at construction and, with `triton`, runs one fused Triton kernel each way on CUDA tensors instead
+of PyTorch's ~3 forward and ~8 backward kernels (computed in float32 and rounded once to its output dtype).
 """
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ from .mamba_mixer import MambaMixer
 
 
 class ResidualMambaLayer(nn.Module):
-    """x + Mamba(DyT(x)) on tokens (batch, L, d); DyT and Mamba in the token dtype, the sum in x's dtype."""
+    """x + Mamba(DyT(x)) on tokens (batch, L, d); DyT's output and Mamba in the token dtype, the sum in x's dtype.
+
+    PyTorch's DyT computes in the token dtype (on x cast to it), the Triton DyT in float32 (`DynamicTanh`)."""
 
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  scan_backend: Optional[str] = None):
@@ -25,7 +27,7 @@ class ResidualMambaLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with token_region(x.device) as dtype:
-            return x + self.mixer(self.norm(x.to(dtype)))
+            return x + self.mixer(self.norm(x, out_dtype=dtype))  # the Triton DyT fuses the cast into its store
 
 
 class ResidualHoMELayer(nn.Module):
@@ -46,7 +48,7 @@ class ResidualHoMELayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with token_region(x.device) as dtype:
-            h = self.home(self.norm(x.float()))
+            h = self.home(self.norm(x, out_dtype=torch.float32))
             if isinstance(self.out_linear, nn.Linear):
                 bias = self.out_linear.bias
                 h = F.linear(h, self.out_linear.weight.to(dtype), None if bias is None else bias.to(dtype))

@@ -1,0 +1,102 @@
+"""Dynamic Tanh forward+backward at the Mamba-HoME token shapes (GPU machine): today's PyTorch path of
+`modules.DynamicTanh` against its Triton path (`ops.triton_dyt`), for the two call sites of a block:
+- mamba: float32 residual stream in, bfloat16 token dtype out (PyTorch: DyT(x.to(bfloat16)) in bfloat16;
+  Triton: reads float32, computes float32, stores bfloat16);
+- home: float32 in and out.
+Prints median ms per fwd+bwd call eagerly (CUDA events, after warm-up) and replayed from one torch.cuda.CUDAGraph
+capture of the fwd+bwd (GPU time without launch overhead), the max relative difference (max|a - b| / max|b|)
+Triton vs PyTorch of the output and the four gradients, and of both outputs vs float64.
+Usage: python3 tools/gpu/bench_dyt.py [--iters 50]; `--device cpu` is a dry run of the same logic on small
+shapes under Triton's interpreter (timings meaningless, no graphs; its bfloat16 stores truncate).
+"""
+import argparse
+import os
+import time
+
+import torch
+
+SHAPES = [(2, 122880, 64), (2, 15360, 128), (2, 1920, 256), (2, 240, 320)]
+CASES = {"mamba": torch.bfloat16, "home": torch.float32}  # output dtype of the call site; x is float32
+
+
+def fwd_bwd(m, x, dy, out_dtype, use_triton):
+    """Output and gradients (x, alpha, weight, bias) of one call of the module on one path."""
+    m.use_triton = use_triton
+    y = m(x, out_dtype=out_dtype) if use_triton else m(x.to(out_dtype))  # today's call sites cast first
+    return [y, *torch.autograd.grad(y, (x, m.alpha, m.weight, m.bias), dy)]
+
+
+def eager_ms(fn, iters, device):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(iters):
+        if device == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record(); fn(); b.record(); torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter(); fn(); times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def graph_ms(fn, iters):
+    """ms per replay of a CUDA graph of fn (warmed up on a side stream, as torch.cuda.graph wants)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(iters):
+        graph.replay()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) / iters
+
+
+def max_rel(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    args = p.parse_args()
+    if args.device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined (first Triton call)
+    from nnunetv2_mambahome.modules import DynamicTanh
+    from nnunetv2_mambahome.ops.dyt_ref import dyt_ref
+
+    shapes = SHAPES if args.device == "cuda" else [(b, max(1, L // 1024), C) for b, L, C in SHAPES]
+    print("case shape | eager ms torch, triton | graph ms torch, triton | triton vs torch max-rel: out, dx, "
+          "dalpha, dweight, dbias | out vs fp64 max-rel: torch, triton")
+    for (case, out_dtype), shape in ((c, s) for c in CASES.items() for s in shapes):
+        torch.manual_seed(0)
+        m = DynamicTanh(shape[-1]).to(args.device)
+        m.triton_devices = ("cuda", "cpu")  # the dry run's CPU tensors take the Triton path too (interpreted)
+        with torch.no_grad():
+            m.alpha.fill_(0.8); m.weight.normal_(1.0, 0.2); m.bias.normal_(0.0, 0.2)
+        x = torch.randn(shape, device=args.device).requires_grad_(True)
+        dy = torch.randn(shape, device=args.device).to(out_dtype)
+        runs = {"torch": lambda: fwd_bwd(m, x, dy, out_dtype, use_triton=False),
+                "triton": lambda: fwd_bwd(m, x, dy, out_dtype, use_triton=True)}
+        eager = {path: eager_ms(fn, args.iters, args.device) for path, fn in runs.items()}
+        graphed = {path: graph_ms(fn, args.iters) for path, fn in runs.items()} if args.device == "cuda" else {}
+        results = {path: fn() for path, fn in runs.items()}
+        exact = dyt_ref(x.double(), m.alpha.clamp(*m.alpha_range).double(), m.weight.double(), m.bias.double())
+        diffs = ", ".join(f"{max_rel(a, b):.1e}" for a, b in zip(results["triton"], results["torch"]))
+        graph_cols = f"{graphed['torch']:.3f}, {graphed['triton']:.3f}" if graphed else "-, -"
+        print(f"{case} {shape} | {eager['torch']:.3f}, {eager['triton']:.3f} | {graph_cols} | {diffs} | "
+              f"{max_rel(results['torch'][0], exact):.1e}, {max_rel(results['triton'][0], exact):.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
