@@ -3,9 +3,10 @@
 - mamba: float32 residual stream in, bfloat16 token dtype out (PyTorch: DyT(x.to(bfloat16)) in bfloat16;
   Triton: reads float32, computes float32, stores bfloat16);
 - home: float32 in and out.
-Prints median ms per fwd+bwd call eagerly (CUDA events, after warm-up) and replayed from one torch.cuda.CUDAGraph
-capture of the fwd+bwd (GPU time without launch overhead), and the max relative difference (max|a - b| / max|b|)
-to float64 (the same inputs, exact math) of the output and the four gradients, PyTorch's path and Triton's.
+Prints median ms per fwd+bwd call eagerly (CUDA events, after warm-up) and replayed from a torch.cuda.CUDAGraph
+capture of the fwd+bwd (GPU time without launch overhead; both timings are bench_instance_norm's), and the max
+relative difference (max|a - b| / max|b|) to float64 (the same inputs, exact math) of the output and the four
+gradients, PyTorch's path and Triton's.
 Usage: python3 tools/gpu/bench_dyt.py [--iters 50]; `--device cpu` is a dry run of the same logic on small
 shapes under Triton's interpreter (timings meaningless, no graphs; its bfloat16 stores truncate).
 """
@@ -26,39 +27,13 @@ def fwd_bwd(m, x, dy, out_dtype, use_triton):
     return [y, *torch.autograd.grad(y, (x, m.alpha, m.weight, m.bias), dy)]
 
 
-def eager_ms(fn, iters, device):
-    for _ in range(3):
-        fn()
-    times = []
+def cpu_ms(fn, iters):
+    """Mean wall ms per call (the CPU dry run; CUDA timing is bench_instance_norm's `timed` and `graphed`)."""
+    fn()
+    t0 = time.perf_counter()
     for _ in range(iters):
-        if device == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record(); fn(); b.record(); torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter(); fn(); times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
-
-
-def graph_ms(fn, iters):
-    """ms per replay of a CUDA graph of fn (warmed up on a side stream, as torch.cuda.graph wants)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
         fn()
-    graph.replay()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        graph.replay()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / iters
+    return (time.perf_counter() - t0) * 1e3 / iters
 
 
 def max_rel(a, b):
@@ -72,6 +47,7 @@ def main() -> None:
     args = p.parse_args()
     if args.device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined (first Triton call)
+    from bench_instance_norm import graphed, timed  # tools/gpu is on sys.path when this script runs
     from nnunetv2_mambahome.modules import DynamicTanh
     from nnunetv2_mambahome.ops.dyt_ref import dyt_ref
 
@@ -88,13 +64,14 @@ def main() -> None:
         dy = torch.randn(shape, device=args.device).to(out_dtype)
         runs = {"torch": lambda: fwd_bwd(m, x, dy, out_dtype, use_triton=False),
                 "triton": lambda: fwd_bwd(m, x, dy, out_dtype, use_triton=True)}
-        eager = {path: eager_ms(fn, args.iters, args.device) for path, fn in runs.items()}
-        graphed = {path: graph_ms(fn, args.iters) for path, fn in runs.items()} if args.device == "cuda" else {}
+        on_gpu = args.device == "cuda"
+        eager = {path: (timed if on_gpu else cpu_ms)(fn, args.iters) for path, fn in runs.items()}
+        graph = {path: graphed(fn, args.iters) for path, fn in runs.items()} if on_gpu else {}
         leaves = [t.detach().double().requires_grad_(True) for t in (x, m.alpha, m.weight, m.bias)]
         exact = dyt_ref(leaves[0], leaves[1].clamp(*m.alpha_range), *leaves[2:])
         exact = [exact.detach(), *torch.autograd.grad(exact, leaves, dy.double())]
         diffs = "; ".join(", ".join(f"{max_rel(a, b):.1e}" for a, b in zip(fn(), exact)) for fn in runs.values())
-        graph_cols = f"{graphed['torch']:.3f}, {graphed['triton']:.3f}" if graphed else "-, -"
+        graph_cols = f"{graph['torch']:.3f}, {graph['triton']:.3f}" if graph else "-, -"
         print(f"{case} {shape} | {eager['torch']:.3f}, {eager['triton']:.3f} | {graph_cols} | {diffs}", flush=True)
 
 
