@@ -10,8 +10,8 @@ cast of the float32 residual stream to the token dtype is part of the store.
 Why: on the token tensors (rows = batch * L up to 245,760, C = 64..320; the residual stream is float32) a
 CUDA-graphed training step spent a large part of its GPU time in such small kernels; these are memory bound,
 and one pass reads x once and writes y once (backward: reads x and dy, writes dx and tiny partial sums).
-H200, fwd+bwd replayed from a CUDA graph (tools/gpu/bench_dyt.py, docs/benchmarks/h200/dyt/): 0.50 -> 0.12 ms at
-(2, 122880, 64) float32 -> bfloat16 (Mamba layer), 0.57 -> 0.12 ms float32 (HoME layer), 0.06 -> 0.02 ms at
+H200, fwd+bwd replayed from a CUDA graph (tools/gpu/bench_dyt.py, docs/benchmarks/h200/2026-12-02-s6/dyt/):
+0.50 -> 0.12 ms at (2, 122880, 64) float32 -> bfloat16 (Mamba layer), 0.57 -> 0.12 ms float32 (HoME layer), 0.06 -> 0.02 ms at
 (2, 240, 320). Eagerly it is slower (0.69 -> 0.86 ms and 0.62 -> 1.20 ms: the custom op's Python dispatch and
 the Triton launches cost more than PyTorch's 11 kernel launches), so it pays in CUDA-graphed steps, the default
 on GPUs.
