@@ -9,6 +9,7 @@ from torch import nn
 from ..acceleration import acceleration_mode, describe_acceleration
 from ..atomic_files import replaced_atomically
 from ..cuda_graphs import graphed
+from ..modules.dyt import DynamicTanh
 from ..ops import resolve_backend
 from ..settings import check_environment
 from .cpu_threads import apply_training_cpu_threads
@@ -56,8 +57,10 @@ class MambaTrainerBase(nnUNetTrainer):
         n_params = sum(p.numel() for p in self.network.parameters())
         norms = sorted({type(m).__name__ for m in network.modules()
                         if isinstance(m, nn.modules.instancenorm._InstanceNorm)})
+        dyt = sorted({"triton" if m.use_triton else "torch" for m in network.modules() if isinstance(m, DynamicTanh)})
         self.print_to_log_file(f"{self.describe()}; {n_params / 1e6:.2f}M parameters; acceleration: {accel}"
                                + (f"; norms {', '.join(norms)}" if norms else "")
+                               + (f"; DyT {', '.join(dyt)}" if dyt else "")
                                + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
         for line in scan_backend_lines(self.device):
             self.print_to_log_file(line)
