@@ -69,6 +69,10 @@ def load_fixture(name: str) -> dict:
 
 # --- nnU-Net commands run for real (tests/test_end_to_end.py, tests/test_examples.py) ---------------------------
 E2E_DATASET_ID = 951
+# scripts/test.sh runs several pytest-xdist workers on the machine's cores: nnU-Net's process pools in the commands
+# the tests run (preprocessing, export, validation, ensembling) default to one process each.
+os.environ.setdefault("nnUNet_def_n_proc", "1")
+N_PROC = os.environ["nnUNet_def_n_proc"]
 
 
 def venv_bin(name: str) -> str:
@@ -98,9 +102,9 @@ def prepared_dataset(tmp_path_factory) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("e2e")
     env = command_env(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
                       nnUNet_results=str(root / "res"), nnUNet_extTrainer=trainer_dir(), nnUNet_n_proc_DA="2",
-                      nnUNet_def_n_proc="2", nnUNet_compile="f", PYTHONUNBUFFERED="1")
+                      nnUNet_compile="f", PYTHONUNBUFFERED="1")
     run_command([venv_bin("nnunetv2-mambahome"), "make-dataset", "brain", "--dataset-id", str(E2E_DATASET_ID),
                  "--spacing", "6", "--num-train", "6", "--num-test", "2"], env, root)
-    run_command([venv_bin("nnUNetv2_plan_and_preprocess"), "-d", str(E2E_DATASET_ID), "-c", "3d_fullres", "-np", "2"],
-                env, root)
+    run_command([venv_bin("nnUNetv2_plan_and_preprocess"), "-d", str(E2E_DATASET_ID), "-c", "3d_fullres",
+                 "-np", N_PROC], env, root)
     return root, next((root / "raw").glob(f"Dataset{E2E_DATASET_ID}_*")), env

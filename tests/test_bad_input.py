@@ -289,9 +289,12 @@ def test_make_dataset_refuses_a_spacing_too_coarse_to_plan_on(tmp_path, capsys, 
     """--spacing 200 used to write 1x2x1 volumes that nnU-Net's planner then fails on; the suggested spacing fits."""
     import re
 
-    from nnunetv2_mambahome.datasets import abdomen, brain
+    from nnunetv2_mambahome.datasets import abdomen, brain, sources
     from nnunetv2_mambahome.datasets.nnunet_raw import MIN_VOXELS_PER_AXIS
 
+    # on a cold cache the first fetch draws a progress bar on stderr: fetch first, so only the error is checked
+    sources.mricron_templates() if kind == "brain" else sources.totalsegmentator_files()
+    capsys.readouterr()
     argv = ["make-dataset", kind, "--raw-dir", str(tmp_path), "--num-train", "1", "--num-test", "0"]
     assert main([*argv, "--spacing", "200"]) == 2
     err = _one_line_error(capsys, "--spacing 200 mm gives volumes of", f"needs at least {MIN_VOXELS_PER_AXIS} per axis")

@@ -72,6 +72,7 @@ def speed_run(tmp_path_factory) -> tuple[Path, dict]:
     return out, plans
 
 
+@pytest.mark.xdist_group("benchmark_speed")  # one worker runs speed_run
 def test_report_files_are_written(speed_run) -> None:
     out, _ = speed_run
     for name in ("speed.md", "speed.csv", "speed.json", "speed_time_ratio.png", "speed_memory_ratio.png"):
@@ -81,6 +82,7 @@ def test_report_files_are_written(speed_run) -> None:
     assert "nnUNetTrainerMambaHoMELight__nnUNetPlans" in md and "| setup |" in md
 
 
+@pytest.mark.xdist_group("benchmark_speed")  # one worker runs speed_run
 def test_ratios_follow_from_the_per_setup_medians(speed_run) -> None:
     out, _ = speed_run
     report = json.loads((out / "speed.json").read_text())
@@ -108,6 +110,7 @@ def test_ratios_follow_from_the_per_setup_medians(speed_run) -> None:
         assert float(r["memory ratio"]) == pytest.approx(setups[r["setup"]]["memory_ratio"])
 
 
+@pytest.mark.xdist_group("benchmark_speed")  # one worker runs speed_run
 def test_parameter_counts_equal_the_networks_built_directly(speed_run) -> None:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

@@ -6,6 +6,9 @@ SourceFetchError and so errors the tests (never a skip). Datasets are built smal
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import nibabel as nib
 import numpy as np
@@ -226,3 +229,38 @@ def test_fetch_failure_names_command_and_fix(tmp_path, monkeypatch):
         sources.mricron_templates(tmp_path / "cache")
     message = str(err.value)
     assert "apt-get download mricron-data=" in message and "Fix:" in message
+
+
+RACER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from nnunetv2_mambahome.datasets.sources import fetch_once
+
+    target, log, me, other = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+
+    def fetch(staging):
+        with open(log, "a") as f:
+            f.write("fetch\\n")
+        time.sleep(1)  # a download: the other process checks the target meanwhile
+        (staging / "data.txt").write_text("complete")
+
+    me.touch()
+    while not other.exists():  # both start together
+        time.sleep(0.01)
+    print(fetch_once(target, lambda t: (t / "data.txt").is_file(), fetch))
+""")
+
+
+def test_concurrent_fetches_of_one_source_fetch_once(tmp_path):
+    """Two processes asking for the same missing source (e.g. two test workers): one fetches, the other waits
+    for the lock and uses that copy."""
+    target, log = tmp_path / "cache" / "source-1.0", tmp_path / "fetches.log"
+    ready = [tmp_path / "ready-0", tmp_path / "ready-1"]
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(target), str(log), str(ready[i]), str(ready[1 - i])],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [r.communicate(timeout=60) for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], outputs
+    assert [out.strip() for out, _ in outputs] == [str(target)] * 2
+    assert log.read_text() == "fetch\n"
+    assert (target / "data.txt").read_text() == "complete"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["source-1.0", "source-1.0.lock"]  # no staging left

@@ -5,6 +5,10 @@
 Uses the brain dataset built from Debian's mricron-data (real T1 + AAL atlas) at 6 mm, small enough for CI. The trainer is a
 *user's* subclass of nnUNetTrainerMambaHoMELight_smoke living in its own directory, added to
 nnUNet_extTrainer next to ours: this checks both our trainer lookup and that our trainers subclass cleanly.
+
+Under pytest-xdist (scripts/test.sh) every worker prepares its own copy of the dataset (a session fixture in
+its own temporary folder); the tests that share a module fixture's training carry one xdist_group each, so that
+one worker trains it once.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import E2E_DATASET_ID as DATASET_ID, run_command as _run, venv_bin as _bin
+from conftest import E2E_DATASET_ID as DATASET_ID, N_PROC, run_command as _run, venv_bin as _bin
 from nnunetv2_mambahome.metrics import dice
 
 pytestmark = pytest.mark.slow
@@ -60,6 +64,7 @@ def trained(prepared):
     return prepared[0], prepared[1], log, pred
 
 
+@pytest.mark.xdist_group("e2e_trained")
 def test_training_used_our_network_and_validated(trained) -> None:
     root, raw, log, _ = trained
     assert "Mamba-HoME preset 'light'" in log
@@ -88,6 +93,7 @@ def _check_predictions(raw: Path, pred_dir: Path) -> tuple[list[float], list[flo
     return scores, chance
 
 
+@pytest.mark.xdist_group("e2e_trained")
 def test_predictions_are_valid_and_beat_chance(trained) -> None:
     _, raw, _, pred = trained
     scores, chance = _check_predictions(raw, pred)
@@ -127,10 +133,11 @@ def test_peer_trainer_trains_and_predicts(prepared, trainer) -> None:
 def prepared_2d(prepared):
     """The prepared dataset with nnU-Net's 2d configuration (already in its plans) preprocessed too."""
     root, _, env = prepared
-    _run([_bin("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-np", "2"], env, root)
+    _run([_bin("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-np", N_PROC], env, root)
     return prepared
 
 
+@pytest.mark.xdist_group("e2e_2d")
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerMambaHoMELight_smoke", "nnUNetTrainerUMambaEnc_smoke"])
 def test_2d_configuration_trains_and_validates(prepared_2d, trainer) -> None:
     """MambaHoMEUNet and U-Mamba build for nnU-Net's 2d configuration: nnUNetv2_train DATASET 2d 0 -tr ..."""

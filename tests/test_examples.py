@@ -2,7 +2,8 @@
 
 Tiny means 2-epoch trainers: the examples' own `_tiny` trainer, our `_smoke` trainers and a 2-epoch stock
 nnU-Net trainer written here. The multi-GPU launch cannot run without GPUs; its test checks the refusal (the
-DDP numerics are tests/test_ddp_cpu.py's).
+DDP numerics are tests/test_ddp_cpu.py's). Tests that share a module fixture's training carry one xdist_group
+each, so that under pytest-xdist one worker trains it once (and compare_5fold finds its fold done).
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def custom_trained(prepared_dataset) -> tuple[str, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("examples_custom")
 def test_custom_trainer_is_found_and_uses_its_schedule(custom_trained) -> None:
     log, model_dir = custom_trained
     assert f"Using trainer '{CUSTOM_TRAINER}' from: {CUSTOM_DIR}" in log
@@ -88,6 +90,7 @@ def test_custom_trainer_is_found_and_uses_its_schedule(custom_trained) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("examples_custom")
 def test_compare_5fold_at_tiny_size(custom_trained, prepared_dataset, tmp_path) -> None:
     """One fold of a stock and our tiny trainer, nnU-Net's ensembling, then benchmark accuracy on all three."""
     root, raw, env = prepared_dataset
@@ -130,6 +133,7 @@ def _network_shapes(configuration_manager, num_classes: int) -> dict[str, tuple[
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("examples_override")
 def test_plans_override_trains_the_overridden_network(override_trained, prepared_dataset) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -150,6 +154,7 @@ def test_plans_override_trains_the_overridden_network(override_trained, prepared
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("examples_override")
 def test_python_api_builds_the_network_and_predicts_a_folder(override_trained, prepared_dataset, tmp_path) -> None:
     """With nnUNet_extTrainer unset, only the example's register() lets nnU-Net find the checkpoint's trainer."""
     root, raw, env = prepared_dataset

@@ -7,11 +7,15 @@
 Everything is downloaded once into the cache directory (`$NNUNETV2_MAMBAHOME_CACHE`, else
 `~/.cache/nnunetv2_mambahome`) and checked against pinned SHA-256 digests, so every build sees the
 same bytes. Unpacking goes to a staging folder that is renamed only when complete, so an interrupted
-fetch never leaves a half-filled cache behind.
+fetch never leaves a half-filled cache behind. Each fetch holds an exclusive lock (`flock` on `<target>.lock`)
+from its check to the rename: processes sharing the cache (parallel test workers, two `make-dataset` runs)
+fetch a source once, and the others wait and use that copy instead of downloading into the same files.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -20,7 +24,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from nnunetv2_mambahome.progress import progress
 
@@ -91,19 +95,36 @@ def _run(cmd: Sequence[str], cwd: Path, what: str, fix: str) -> None:
 
 
 @contextlib.contextmanager
-def _staging(cache: Path, target: Path) -> Iterator[Path]:
-    """A fresh folder to fill; moved atomically to `target` on success, removed on any error."""
-    staging = Path(tempfile.mkdtemp(dir=cache, prefix=".staging-"))
+def _staging(target: Path) -> Iterator[Path]:
+    """A fresh folder next to `target` to fill; moved atomically to `target` on success, removed on any error."""
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if target.exists():  # another process finished first; its copy is equally valid
-        shutil.rmtree(staging)
-    else:
-        staging.chmod(0o755)  # mkdtemp creates it private
-        staging.rename(target)
+    if target.exists():  # an incomplete copy (fetch_once found it lacking): replace it
+        shutil.rmtree(target)
+    staging.chmod(0o755)  # mkdtemp creates it private
+    staging.rename(target)
+
+
+def fetch_once(target: Path, complete: Callable[[Path], bool], fetch: Callable[[Path], None]) -> Path:
+    """`target`, filled by `fetch(staging)` and renamed into place unless `complete(target)` already holds.
+
+    The check, the fetch and the rename run under an exclusive `flock` on `<target>.lock`, so concurrent
+    processes fetch once: the others block, then find `target` complete. The lock is released when its file
+    closes, also when the process dies.
+    """
+    if complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not complete(target):  # nobody fetched it while we waited
+            with _staging(target) as staging:
+                fetch(staging)
+    return target
 
 
 def mricron_templates(cache: Optional[Path] = None) -> Path:
@@ -115,9 +136,12 @@ def mricron_templates(cache: Optional[Path] = None) -> Path:
     if not _mismatched(MRICRON_SYSTEM_DIR, MRICRON_FILES):
         return MRICRON_SYSTEM_DIR
     cache = Path(cache) if cache is not None else cache_dir()
-    target = cache / f"{MRICRON_PACKAGE}-{MRICRON_VERSION}"
-    if not _mismatched(target, MRICRON_FILES):
-        return target
+    return fetch_once(cache / f"{MRICRON_PACKAGE}-{MRICRON_VERSION}", lambda t: not _mismatched(t, MRICRON_FILES),
+                      functools.partial(_fetch_mricron, cache))
+
+
+def _fetch_mricron(cache: Path, staging: Path) -> None:
+    """Copy MRICRON_FILES out of the pinned .deb (downloaded into `cache`/downloads if absent) into `staging`."""
     downloads = cache / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     debs = sorted(downloads.glob(f"{MRICRON_PACKAGE}_*.deb"))
@@ -131,7 +155,7 @@ def mricron_templates(cache: Optional[Path] = None) -> Path:
         if not debs:
             raise SourceFetchError(f"`apt-get download` reported success but left no {MRICRON_PACKAGE} .deb in "
                                    f"{downloads}; put the .deb there by hand and retry.")
-    with tempfile.TemporaryDirectory(dir=cache) as unpacked, _staging(cache, target) as staging:
+    with tempfile.TemporaryDirectory(dir=cache) as unpacked:
         _run(["dpkg-deb", "-x", str(debs[-1]), unpacked], downloads, MRICRON_PACKAGE,
              "install dpkg (Debian's `dpkg` package), or remove the (possibly damaged) .deb from "
              f"{downloads} so that it is downloaded again.")
@@ -139,21 +163,24 @@ def mricron_templates(cache: Optional[Path] = None) -> Path:
             src = Path(unpacked) / "usr/share/mricron/templates" / name
             if src.is_file():
                 shutil.copy2(src, staging / name)
-        bad = _mismatched(staging, MRICRON_FILES)
-        if bad:
-            raise SourceFetchError(
-                f"{debs[-1].name} does not contain the pinned {MRICRON_PACKAGE} {MRICRON_VERSION} files "
-                f"(missing or different: {', '.join(bad)}). Delete {debs[-1]} and retry, or supply "
-                f"{MRICRON_PACKAGE}_{MRICRON_VERSION}_all.deb by hand.")
-    return target
+    bad = _mismatched(staging, MRICRON_FILES)
+    if bad:
+        raise SourceFetchError(
+            f"{debs[-1].name} does not contain the pinned {MRICRON_PACKAGE} {MRICRON_VERSION} files "
+            f"(missing or different: {', '.join(bad)}). Delete {debs[-1]} and retry, or supply "
+            f"{MRICRON_PACKAGE}_{MRICRON_VERSION}_all.deb by hand.")
 
 
 def totalsegmentator_files(cache: Optional[Path] = None) -> Path:
     """Folder with TOTALSEG_MEMBERS unpacked from the pinned `totalsegmentator` sdist (never imported)."""
     cache = Path(cache) if cache is not None else cache_dir()
-    target = cache / f"totalsegmentator-{TOTALSEG_VERSION}"
-    if all((target / m).is_file() for m in TOTALSEG_MEMBERS):
-        return target
+    return fetch_once(cache / f"totalsegmentator-{TOTALSEG_VERSION}",
+                      lambda t: all((t / m).is_file() for m in TOTALSEG_MEMBERS),
+                      functools.partial(_fetch_totalsegmentator, cache))
+
+
+def _fetch_totalsegmentator(cache: Path, staging: Path) -> None:
+    """Unpack TOTALSEG_MEMBERS of the pinned sdist (downloaded into `cache`/downloads if absent) into `staging`."""
     downloads = cache / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     sdist = downloads / TOTALSEG_SDIST
@@ -168,14 +195,13 @@ def totalsegmentator_files(cache: Optional[Path] = None) -> Path:
         raise SourceFetchError(f"{sdist} does not match the pinned SHA-256 of the PyPI sdist; delete it and retry.")
     top = f"totalsegmentator-{TOTALSEG_VERSION}/"
     wanted = {top + m: m for m in TOTALSEG_MEMBERS}
-    with tarfile.open(sdist, "r:gz") as tar, _staging(cache, target) as staging:
+    with tarfile.open(sdist, "r:gz") as tar:
         for member in progress(tar, desc=f"Scanning {TOTALSEG_SDIST}"):
             if member.name in wanted and member.isfile():
                 out = staging / wanted[member.name]
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with tar.extractfile(member) as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-        missing = [m for m in TOTALSEG_MEMBERS if not (staging / m).is_file()]
-        if missing:
-            raise SourceFetchError(f"{sdist} lacks expected members {missing}; delete it and retry.")
-    return target
+    missing = [m for m in TOTALSEG_MEMBERS if not (staging / m).is_file()]
+    if missing:
+        raise SourceFetchError(f"{sdist} lacks expected members {missing}; delete it and retry.")
