@@ -26,15 +26,23 @@ from nnunetv2_mambahome.metrics import dice
 
 pytestmark = pytest.mark.slow
 USER_TRAINER = textwrap.dedent('''
+    import random
+
+    import numpy as np
+    import torch
+
     from nnunetv2_mambahome.training import nnUNetTrainerMambaHoMELight_smoke
 
 
     class nnUNetTrainerMyMambaHoMECI(nnUNetTrainerMambaHoMELight_smoke):
-        """A user's own variant: a little longer than the smoke schedule."""
+        """A user's own variant: a little longer than the smoke schedule, seeded so every run sees the same batches."""
 
         def __init__(self, plans, configuration, fold, dataset_json, device=None):
+            random.seed(0)
+            np.random.seed(0)
+            torch.manual_seed(0)
             super().__init__(plans, configuration, fold, dataset_json, device)
-            self.num_epochs = 5
+            self.num_epochs = 8
             self.num_iterations_per_epoch = 12
             self.num_val_iterations_per_epoch = 2
 ''')
@@ -60,7 +68,10 @@ def _train_and_predict(prepared, trainer: str, configuration: str = "3d_fullres"
 
 @pytest.fixture(scope="module")
 def trained(prepared):
-    log, pred = _train_and_predict(prepared, "nnUNetTrainerMyMambaHoMECI")
+    """Trained without augmentation worker processes and on one thread, so that the seeded run is reproducible."""
+    root, raw, env = prepared
+    env = dict(env, nnUNet_n_proc_DA="0", NNUNETV2_MAMBAHOME_CPU_THREADS="1")
+    log, pred = _train_and_predict((root, raw, env), "nnUNetTrainerMyMambaHoMECI")
     return prepared[0], prepared[1], log, pred
 
 
