@@ -59,7 +59,7 @@ def _worker(rank: int, port: int, out: dict) -> None:
         opt.zero_grad()
         loss(net(x[half]), [t[half] for t in y]).backward()
         if step == 0 and rank == 0:
-            out["grads"] = {n: p.grad.clone() for n, p in net.module.named_parameters()}
+            out["grads"] = {n: p.grad.clone() for n, p in net.module.named_parameters() if p.requires_grad}
         opt.step()
     dist.destroy_process_group()
 
@@ -79,6 +79,7 @@ def test_ddp_two_processes_matches_single_process() -> None:
     # single process, whole batch, same loss weights as the DDP run
     _loss(ddp=True)(net(x), y).backward()
     ddp_grads = out["grads"]
-    assert set(ddp_grads) == {n for n, _ in net.named_parameters()}
-    for name, p in net.named_parameters():
+    trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}  # frozen: cancelled conv biases
+    assert set(ddp_grads) == set(trainable) and len(trainable) < len(dict(net.named_parameters()))
+    for name, p in trainable.items():
         torch.testing.assert_close(ddp_grads[name], p.grad, rtol=1e-3, atol=1e-5, msg=name)

@@ -95,18 +95,23 @@ def test_structure_follows_plans(shape, kind) -> None:
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[1]], ids=["iso4", "aniso5"])
 @pytest.mark.parametrize("kind", ["plain", "resenc", "plain2d"])
 def test_every_parameter_gets_a_gradient(shape, kind) -> None:
-    """nnU-Net's DDP runs without find_unused_parameters: one training step must touch every parameter."""
+    """nnU-Net's DDP runs without find_unused_parameters: one training step must touch every trainable parameter;
+    the frozen ones are exactly the conv biases an instance norm cancels (`modules.cancelled_bias`)."""
     torch.manual_seed(0)
     patch, strides, arch = _plan(shape, kind)
     net = MambaHoMEUNet.from_configuration(configuration(plans(patch, _small(arch))), 2, 3, True,
                                            preset="light", scan_backend="torch")
-    assert net.encoder.stages[1][1].gsc.proj.__class__.__name__ == f"Conv{len(patch)}d"
+    assert isinstance(net.encoder.stages[1][1].gsc.proj, getattr(torch.nn, f"Conv{len(patch)}d"))
     outs = net(torch.randn(1, 2, *patch))
     assert [tuple(o.shape[2:]) for o in outs] == [tuple(patch)] + _ds_shapes(patch, strides)[1:]
     assert all(o.shape[:2] == (1, 3) for o in outs)
     sum(o.float().square().mean() for o in outs).backward()
-    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    cancelled = {f"{n}.bias" for n, m in net.named_modules() if "BiasCancelled" in type(m).__name__}
+    assert frozen == cancelled and any(".gsc." in n for n in frozen) and any("decoder" in n for n in frozen)
+    assert not any(n.startswith("decoder.seg_layers") or "transpconv" in n for n in frozen)
     net.decoder.deep_supervision = False
     assert net(torch.randn(1, 2, *patch)).shape == (1, 3, *patch)
 

@@ -37,6 +37,10 @@ def test_fixture_forward_and_backward(name: str, backend: str, fixture_dir, monk
     params = dict(module.named_parameters())
     assert set(ref_grads) == set(params), "every official parameter gradient must map onto one of ours"
     for key, ref in ref_grads.items():
+        if not params[key].requires_grad:  # a conv bias the next instance norm cancels: the official gradient is 0
+            assert key.endswith(".bias") and params[key].grad is None, key
+            assert_close_to_reference(torch.zeros_like(ref), ref, rtol, c_grad, max_ref=max_ref)
+            continue
         assert params[key].grad is not None, key
         assert_close_to_reference(params[key].grad, ref, rtol, c_grad, max_ref=max_ref)
 

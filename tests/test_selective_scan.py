@@ -11,6 +11,8 @@ from nnunetv2_mambahome.ops import (ENV_VAR, ScanBackendError, mamba_inner_unfus
                                     resolve_backend, selective_scan_chunked, selective_scan_ref)
 from nnunetv2_mambahome.ops.cuda_kernels import load_cuda_kernels
 
+mamba_inner_module = importlib.import_module("nnunetv2_mambahome.ops.mamba_inner")
+
 
 def _inputs(b, d, n, L, device="cpu", seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -205,6 +207,7 @@ def test_fused_triton_mixer_matches_unfused_torch_mixer(monkeypatch, out_bias) -
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     from nnunetv2_mambahome.modules import MambaMixer
 
+    monkeypatch.setattr(mamba_inner_module, "_MIN_CHUNK", 16)  # the split-K weight gradients: 9 chunks + a tail
     torch.manual_seed(0)
     mixer = MambaMixer(8, bias=out_bias)
     x = torch.randn(2, 150, 8)
@@ -221,6 +224,65 @@ def test_fused_triton_mixer_matches_unfused_torch_mixer(monkeypatch, out_bias) -
     torch.testing.assert_close(dx_f, dx_t, rtol=1e-4, atol=1e-5)
     for k in g_t:
         torch.testing.assert_close(g_f[k], g_t[k], rtol=1e-4, atol=1e-5 * max(1.0, g_t[k].abs().max().item()), msg=k)
+
+
+@pytest.mark.parametrize("length, min_chunk", [(1, 4), (37, 64), (37, 4), (64, 16), (1000, 7), (5000, 16)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_contract_tokens_matches_a_float64_contraction(monkeypatch, length, min_chunk, dtype) -> None:
+    """The split-K weight gradient over strided and contiguous inputs: no chunk, chunks with and without a tail,
+    the 128-chunk cap; float32 sums rounded once to the input dtype."""
+    monkeypatch.setattr(mamba_inner_module, "_MIN_CHUNK", min_chunk)
+    torch.manual_seed(0)
+    a = torch.randn(3, length, 5).to(dtype).transpose(1, 2)  # (3, 5, L) with L strided, like dout^T
+    b = torch.randn(3, 4, length).to(dtype)
+    want = torch.einsum("bml,bnl->mn", a.double(), b.double())
+    got = mamba_inner_module.contract_tokens(a, b)
+    assert got.dtype == dtype and got.shape == (5, 4)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_tokens_linear_is_f_linear_of_the_transposed_tokens(bias) -> None:
+    torch.manual_seed(0)
+    y, w = torch.randn(2, 6, 40), torch.randn(3, 6)
+    b = torch.randn(3) if bias else None
+    got = mamba_inner_module.tokens_linear(y, w, b)
+    torch.testing.assert_close(got, torch.nn.functional.linear(y.transpose(1, 2), w, b))
+    assert got.is_contiguous()
+
+
+@pytest.mark.parametrize("length", [1, 40, 3000])
+def test_channels_first_linear_is_the_transposed_linear_with_its_gradients(monkeypatch, length) -> None:
+    """in_proj's layout: (b, L, d) -> (b, 2*d_inner, L) contiguous; gradients (split-K weight gradient
+    included) checked numerically in float64."""
+    monkeypatch.setattr(mamba_inner_module, "_MIN_CHUNK", 256)
+    torch.manual_seed(0)
+    x = torch.randn(2, length, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    y = mamba_inner_module.channels_first_linear(x, w)
+    assert y.shape == (2, 5, length) and y.stride(-1) == 1 and y.is_contiguous()
+    torch.testing.assert_close(y, torch.nn.functional.linear(x, w).transpose(1, 2))
+    if length < 3000:
+        assert torch.autograd.gradcheck(mamba_inner_module.channels_first_linear, (x, w))
+    gy = torch.randn_like(y)
+    dx, dw = torch.autograd.grad(y, (x, w), gy)
+    want_dx, want_dw = torch.autograd.grad(torch.nn.functional.linear(x, w).transpose(1, 2), (x, w), gy)
+    torch.testing.assert_close(dx, want_dx)
+    torch.testing.assert_close(dw, want_dw)
+
+
+def test_length_one_sequences_reach_the_extensions_with_unit_stride() -> None:
+    """A one-token GEMM output may carry any stride on L; mamba-ssm and causal-conv1d need stride 1 there
+    (causal-conv1d took (di, 1, 2di) for its channel-last layout and failed, H200)."""
+    from nnunetv2_mambahome.ops.cuda_kernels import _l_contiguous
+
+    t = torch.randn(2, 6, 1).as_strided((2, 6, 1), (6, 1, 6))
+    assert t.is_contiguous() and t.contiguous().stride(-1) == 6  # what contiguous() leaves alone
+    got = _l_contiguous(t)
+    assert got.stride() == (6, 1, 1) and got.data_ptr() == t.data_ptr() and torch.equal(got, t)
+    strided = torch.randn(2, 5, 6).transpose(1, 2)
+    assert _l_contiguous(strided).stride(-1) == 1 and torch.equal(_l_contiguous(strided), strided)
 
 
 def test_registered_scan_ops_return_the_layout_their_fake_promises() -> None:

@@ -6,6 +6,8 @@ from typing import Optional, Type
 import torch
 from torch import nn
 
+from .cancelled_bias import skip_cancelled_bias
+
 
 class GatedSpatialConv(nn.Module):
     """y = ReLU(N(proj4(b1 + b2))) + x, with b1 = ReLU(N(proj2(ReLU(N(proj(x)))))) (3^k convs) and
@@ -13,6 +15,7 @@ class GatedSpatialConv(nn.Module):
 
     The branches are *added*, as in the official code (the SegMamba paper describes a product). Works for
     2D or 3D through `conv_op`/`norm_op`; the default norm is the reference's InstanceNorm without affine.
+    Every conv feeds a norm directly: with an InstanceNorm its bias is kept but not applied (`cancelled_bias`).
     """
 
     def __init__(self, channels: int, conv_op: Type[nn.Module] = nn.Conv3d,
@@ -28,6 +31,9 @@ class GatedSpatialConv(nn.Module):
         self.proj4 = conv_op(channels, channels, 1, 1, 0)
         self.norm4 = norm_op(channels, **kw)
         self.act = nn.ReLU()
+        for conv, norm in ((self.proj, self.norm), (self.proj2, self.norm2), (self.proj3, self.norm3),
+                           (self.proj4, self.norm4)):
+            skip_cancelled_bias(conv, norm)  # each norm cancels its conv's bias (`cancelled_bias`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b1 = self.act(self.norm2(self.proj2(self.act(self.norm(self.proj(x))))))

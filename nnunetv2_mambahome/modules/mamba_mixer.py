@@ -5,10 +5,10 @@ import math
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..ops import resolve_backend
+from ..ops.mamba_inner import channels_first_linear
 from ..precision import token_region
 
 
@@ -60,10 +60,12 @@ class MambaMixer(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         with token_region(hidden_states.device) as dtype:
             x = hidden_states.to(dtype)
-            b, length, _ = x.shape
-            # in_proj as W @ x^T: (2*d_inner, b*L) viewed as (b, 2*d_inner, L) has L contiguous, the layout the
-            # scan kernels read, so no transposed copy of the widest activation is made (as in mamba-ssm)
-            xz = (self.in_proj.weight.to(dtype) @ x.reshape(b * length, -1).t()).view(-1, b, length).transpose(0, 1)
+            # in_proj as W @ x^T per sample: xz (b, 2*d_inner, L) contiguous, L contiguous as the scan kernels read
+            # it, with no transposed copy of the widest activation. Unlike mamba-ssm's one (2*d_inner, b*L) GEMM,
+            # whose halves are permuted views, x and z are plain slices here: kernels' outputs allocated like them
+            # (the scan's out_z and dz, the conv's out and dx) are contiguous, so no copies follow (H200 profile:
+            # 9 strided copies of (b, d_inner, L) per Mamba layer before, docs/BENCHMARKS.md)
+            xz = channels_first_linear(x, self.in_proj.weight.to(dtype))
             if self.in_proj.bias is not None:
                 xz = xz + self.in_proj.bias.to(dtype)[:, None]
             out_bias = None if self.out_proj.bias is None else self.out_proj.bias.to(dtype)

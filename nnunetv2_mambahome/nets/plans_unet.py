@@ -3,7 +3,8 @@
 Encoder from the plans (`PlansEncoder`: the plan's conv stages, plain or ResEnc), an optional module after
 each encoder stage (`stage_layer` hook, its output is skip and next input) and on each skip connection only
 (`skip_layer` hook), nnU-Net's `UNetDecoder` (transposed convs, skip concatenation, deep-supervision heads in
-nnU-Net's order, `decoder.deep_supervision`), ResidualEncoderUNet's initialisation. Subclasses override the
+nnU-Net's order, `decoder.deep_supervision`), ResidualEncoderUNet's initialisation. Conv biases that the plans'
+instance norms cancel are kept as frozen parameters and not applied (`modules.cancelled_bias`). Subclasses override the
 hooks; they set the plain attributes their hooks read before calling `PlansUNet.__init__`, which builds the
 encoder and so calls the hooks.
 
@@ -28,6 +29,7 @@ from torch import nn
 
 from ..acceleration import acceleration_mode
 from ..cuda_graphs import graphed
+from ..modules.cancelled_bias import skip_cancelled_biases
 from ..modules.instance_norm import instance_norm_op
 from ..ops import requested_backend
 from ..precision import float32_region
@@ -87,6 +89,7 @@ class PlansUNet(AbstractDynamicNetworkArchitectures):
         self.skip_layers = nn.ModuleList(nn.Identity() if layer is None else layer for layer in skip_layers) \
             if any(layer is not None for layer in skip_layers) else None
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision)
+        skip_cancelled_biases(self)  # conv biases the plans' instance norms cancel: kept, not applied
         self.key_to_encoder = "encoder.stages"
         self.key_to_stem = "encoder.stem" if self.encoder.stem is not None else "encoder.stages.0"
         self.keys_to_in_proj = (f"{self.key_to_stem}.convs.0.conv",) if self.encoder.stem is not None else \

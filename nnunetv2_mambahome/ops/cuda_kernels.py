@@ -90,23 +90,31 @@ def _extension():
     return kernels.selective_scan_cuda
 
 
+def _l_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """`t` (..., L) with stride 1 on L, as both extensions need it (causal-conv1d takes stride(1) == 1 with
+    stride(2) > 1 for its channel-last layout). A length-1 sequence may carry any stride on L (GEMM outputs of
+    one token do) and `contiguous()` leaves it alone: that one gets stride 1 as a view."""
+    if t.shape[-1] == 1 and t.stride(-1) != 1:
+        return t.as_strided(t.shape, (*t.stride()[:-1], 1))
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
 def _grouped(t: torch.Tensor) -> torch.Tensor:
     """(batch, N, L) -> (batch, 1, N, L): the extension's layout for input-dependent B/C (a view, L contiguous)."""
-    t = t if t.stride(-1) == 1 else t.contiguous()
-    return t.unsqueeze(1)
+    return _l_contiguous(t).unsqueeze(1)
 
 
 def _fwd_impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save):
-    u, delta = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta))
-    z = z if z is None or z.stride(-1) == 1 else z.contiguous()
+    u, delta = (_l_contiguous(t) for t in (u, delta))
+    z = z if z is None else _l_contiguous(z)
     out, x, *rest = _extension().fwd(u, delta, A, _grouped(B), _grouped(C), D, z, delta_bias, delta_softplus)
     return (rest[0] if z is not None else out), ([x, out] if save else [])
 
 
 def _bwd_impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, saved):
     x, out = saved
-    u, delta, dout = (t if t.stride(-1) == 1 else t.contiguous() for t in (u, delta, dout))
-    z = z if z is None or z.stride(-1) == 1 else z.contiguous()
+    u, delta, dout = (_l_contiguous(t) for t in (u, delta, dout))
+    z = z if z is None else _l_contiguous(z)
     du, ddelta, dA, dB, dC, dD, ddelta_bias, *rest = _extension().bwd(
         u, delta, A, _grouped(B), _grouped(C), D, z, delta_bias, dout, x, out, None, delta_softplus, z is not None)
     dz, out_z = rest if z is not None else (None, None)
@@ -139,11 +147,12 @@ def _conv_functions() -> tuple[Callable, Callable]:
 
 
 def _conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    return _conv_functions()[0](x, weight, bias, None, None, None, True)
+    return _conv_functions()[0](_l_contiguous(x), weight, bias, None, None, None, True)
 
 
 def _conv_bwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dout: torch.Tensor) -> tuple:
-    return tuple(_conv_functions()[1](x, weight, bias, dout.contiguous(), None, None, None, None, False, True)[:3])
+    return tuple(_conv_functions()[1](_l_contiguous(x), weight, bias, _l_contiguous(dout).contiguous(), None,
+                                      None, None, None, False, True)[:3])
 
 
 causal_conv1d_cuda = define_conv_kernel("causal-conv1d", "cuda", _conv_fwd, _conv_bwd)

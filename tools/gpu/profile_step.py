@@ -4,8 +4,9 @@ Builds nnUNetTrainerMambaHoME's network from a plans file (default: Dataset503 3
 runs training steps under fp16 autocast as nnU-Net does, and prints for each preset x token dtype x scan
 backend x instance norm (`modules.instance_norm`) x acceleration (eager / CUDA graphs, see
 `nnunetv2_mambahome.acceleration`): step time, GPU-busy time and peak memory. For the first combination also (1) forward CUDA time per block kind from CUDA events around
-each module (eager), (2) the top kernels of a profiled step, and with --check-graphs the gradients of a
-graphed step against an eager one from the same weights and input.
+each module (eager), (2) the top kernels of a profiled step, with --by-op (3) the ATen operators of an eager
+step by input shape, and with --check-graphs the gradients of a graphed step against an eager one from the same
+weights and input.
 """
 from __future__ import annotations
 
@@ -84,6 +85,22 @@ def kernels(net, x, opt, scaler) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
 
 
+def ops_by_shape(net, x, opt, scaler) -> None:
+    """ATen operators of one eager step by self CUDA time, grouped by input shapes: which tensors the time is
+    spent on (graph replays hide the operators, so this step runs eagerly)."""
+    accel = os.environ[ACCEL_ENV]
+    os.environ[ACCEL_ENV] = "eager"
+    step(net, x, opt, scaler)
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        step(net, x, opt, scaler)
+        torch.cuda.synchronize()
+    os.environ[ACCEL_ENV] = accel
+    print(prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cuda_time_total", row_limit=80, max_name_column_width=40, max_shapes_column_width=90))
+
+
 def grads_of_step(net, x, scaler) -> list:
     net.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.float16):
@@ -117,6 +134,7 @@ def main() -> None:
                    help="compile-graphs: torch.compile of the eager forward, replayed as CUDA graphs (experiment)")
     p.add_argument("--no-profile", action="store_true", help="only step time and peak memory")
     p.add_argument("--check-graphs", action="store_true", help="graphed vs eager gradients of one step")
+    p.add_argument("--by-op", action="store_true", help="also the ATen operators of an eager step by input shape")
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True  # as nnU-Net's trainer
     cm = PlansManager(args.plans).get_configuration("3d_fullres")
@@ -153,6 +171,8 @@ def main() -> None:
         if i == 0 and not args.no_profile:
             kernels(net, x, opt, scaler)
             block_times(net, x)  # a first no-grad call: eager whatever the mode
+        if i == 0 and args.by_op:
+            ops_by_shape(net, x, opt, scaler)
         del net, opt, scaler
 
 
