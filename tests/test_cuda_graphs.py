@@ -95,7 +95,7 @@ def _step(net, x, scaler, target_seed=0):
         gen = torch.Generator(device="cuda").manual_seed(target_seed)
         loss = sum((o.float() - torch.rand(o.shape, generator=gen, device="cuda")).square().mean() for o in outs)
     scaler.scale(loss).backward()
-    return loss.detach(), [p.grad.clone() for p in net.parameters()]
+    return loss.detach(), [p.grad.clone() for p in net.parameters() if p.requires_grad]  # frozen: cancelled biases
 
 
 @gpu

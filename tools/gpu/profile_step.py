@@ -93,12 +93,19 @@ def ops_by_shape(net, x, opt, scaler) -> None:
     step(net, x, opt, scaler)
     torch.cuda.synchronize()
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+    with torch.profiler.profile(activities=activities, record_shapes=True, with_stack=True) as prof:
         step(net, x, opt, scaler)
         torch.cuda.synchronize()
     os.environ[ACCEL_ENV] = accel
     print(prof.key_averages(group_by_input_shape=True).table(
         sort_by="self_cuda_time_total", row_limit=80, max_name_column_width=40, max_shapes_column_width=90))
+    gpu_us = lambda e: getattr(e, "self_device_time_total", None) or e.self_cuda_time_total  # noqa: E731
+    copies = sorted((e for e in prof.key_averages(group_by_input_shape=True, group_by_stack_n=6)
+                     if e.key == "aten::copy_"), key=gpu_us, reverse=True)
+    print("largest copies (aten::copy_) by GPU time, with the Python lines that made them:")
+    for e in copies[:10]:
+        print(f"  {gpu_us(e) / 1e3:.3f} ms in {e.count} call(s), shapes {e.input_shapes}")
+        print("\n".join(f"      {line}" for line in e.stack))
 
 
 def grads_of_step(net, x, scaler) -> list:
