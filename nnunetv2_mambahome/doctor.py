@@ -1,7 +1,7 @@
 """`nnunetv2-mambahome doctor`: what is installed, every environment setting it reads, and what will fail.
 
 Lines starting with `OK` were checked and are fine; `ACTION` lines say what will fail and how to fix it; other
-lines inform. The settings shown are this plugin's (NNUNETV2_MAMBAHOME_SCAN, _TOKEN_DTYPE, _ACCEL, _NORM,
+lines inform. The settings shown are this plugin's (NNUNETV2_MAMBAHOME_SCAN, _TOKEN_DTYPE, _ACCEL, _NORM, _LAYOUT,
 checked exactly as trainers check them at start, on this machine's device) and nnU-Net's (nnUNet_raw,
 nnUNet_preprocessed, nnUNet_results, nnUNet_extTrainer, nnUNet_compile). The doctor never crashes: a check
 that raises becomes an ACTION line naming it. Exit code 1 when any ACTION line was printed, else 0.

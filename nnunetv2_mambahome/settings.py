@@ -4,9 +4,9 @@ Settings enter in three places and are checked there, against the schema in this
 - the plans' `arch_kwargs["mamba_home"]` and `write-plans --preset/--set` (the stage rule's fields,
   `MAMBA_HOME_SETTINGS`; checked by `MambaHoMERule`, list lengths against the plan's stages by
   `MambaHoMERule.stage_configs`);
-- the environment (`environment_settings()`: NNUNETV2_MAMBAHOME_SCAN, _TOKEN_DTYPE, _ACCEL, _NORM; their
-  allowed values are owned by `ops`, `precision`, `acceleration` and `modules.instance_norm`, which this
-  module asks), checked at trainer start and by `doctor`;
+- the environment (`environment_settings()`: NNUNETV2_MAMBAHOME_SCAN, _TOKEN_DTYPE, _ACCEL, _NORM, _LAYOUT;
+  their allowed values are owned by `ops`, `precision`, `acceleration`, `modules.instance_norm` and
+  `nets.layout`, which this module asks), checked at trainer start and by `doctor`;
 - the command line (argparse types below, and each command's own checks before any expensive work).
 A bad value raises `InputError` (a `SettingError` for schema values): one line naming the key, the value
 and what is allowed. The `nnunetv2-mambahome` commands print it without a traceback and exit with
@@ -201,6 +201,23 @@ def _norm_choice(device: torch.device) -> str:
     return f"{choice}: {resolved} instance norms and DyT on {device.type}"
 
 
+def _layout_problem(device: torch.device) -> Optional[str]:
+    """Why NNUNETV2_MAMBAHOME_LAYOUT is unusable, or None (`nets.layout` owns its values)."""
+    from .nets.layout import requested_layout
+
+    try:
+        requested_layout()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _layout_choice(device: torch.device) -> str:
+    from .nets.layout import requested_layout, resolved_layout
+
+    return f"{requested_layout()}: {resolved_layout().replace('_', '-')} activations"
+
+
 @dataclass(frozen=True)
 class EnvironmentSetting:
     """One environment variable of this plugin: its value when unset, what it chooses, and two checks on a device."""
@@ -215,6 +232,7 @@ def environment_settings() -> dict[str, EnvironmentSetting]:
     """This plugin's environment variables by name (the names are owned by `ops` and `precision`)."""
     from .acceleration import ACCEL_ENV
     from .modules.instance_norm import NORM_ENV
+    from .nets.layout import LAYOUT_ENV
     from .ops import ENV_VAR
     from .precision import TOKEN_DTYPE_ENV
 
@@ -224,7 +242,9 @@ def environment_settings() -> dict[str, EnvironmentSetting]:
             ACCEL_ENV: EnvironmentSetting("auto", "CUDA graphs / torch.compile / eager on GPUs", _accel_problem,
                                           _accel_choice),
             NORM_ENV: EnvironmentSetting("auto", "instance norm and DyT kernels on GPUs",
-                                         _norm_problem, _norm_choice)}
+                                         _norm_problem, _norm_choice),
+            LAYOUT_ENV: EnvironmentSetting("auto", "memory layout of the conv path's activations",
+                                           _layout_problem, _layout_choice)}
 
 
 def environment_problems(device: torch.device) -> list[str]:

@@ -10,7 +10,8 @@ from nnunetv2_mambahome.cli import main
 from nnunetv2_mambahome.settings import SettingError
 from nnunetv2_mambahome.trainer_path import trainer_dir
 
-PLUGIN_VARS = ("NNUNETV2_MAMBAHOME_SCAN", "NNUNETV2_MAMBAHOME_TOKEN_DTYPE", "NNUNETV2_MAMBAHOME_NORM")
+PLUGIN_VARS = ("NNUNETV2_MAMBAHOME_SCAN", "NNUNETV2_MAMBAHOME_TOKEN_DTYPE", "NNUNETV2_MAMBAHOME_NORM",
+               "NNUNETV2_MAMBAHOME_LAYOUT")
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_compile")
 
 
@@ -53,10 +54,12 @@ def test_healthy_machine_reports_every_setting_and_exits_0(healthy, capsys) -> N
      "ACTION NNUNETV2_MAMBAHOME_TOKEN_DTYPE='fp8': use one of ['auto', 'bfloat16', 'float32']"),
     ({"NNUNETV2_MAMBAHOME_NORM": "cudnn"},
      "ACTION NNUNETV2_MAMBAHOME_NORM='cudnn': use one of auto, torch, triton"),
+    ({"NNUNETV2_MAMBAHOME_LAYOUT": "nhwc"},
+     "ACTION NNUNETV2_MAMBAHOME_LAYOUT='nhwc': use one of auto, standard, channels_last"),
     ({"nnUNet_results": None}, "ACTION nnUNet_results is not set"),
     ({"nnUNet_extTrainer": "/elsewhere"}, "ACTION nnUNet_extTrainer does not include this plugin's trainers"),
 ], ids=["unknown scan backend", "cuda scan on a cpu machine", "unknown token dtype", "unknown norm",
-        "no results folder", "trainers not on the path"])
+        "unknown layout", "no results folder", "trainers not on the path"])
 def test_doctor_says_what_will_fail_and_exits_1(healthy, monkeypatch, capsys, env, expected) -> None:
     for name, value in env.items():
         monkeypatch.delenv(name) if value is None else monkeypatch.setenv(name, value)

@@ -79,7 +79,7 @@ def trained(prepared):
 def test_training_used_our_network_and_validated(trained) -> None:
     root, raw, log, _ = trained
     assert "Mamba-HoME preset 'light'" in log
-    assert "; norms InstanceNorm3d; DyT torch" in log  # PyTorch's: NNUNETV2_MAMBAHOME_NORM=auto on a CPU machine
+    assert "; norms InstanceNorm3d; DyT torch; layout standard" in log  # NORM=auto and LAYOUT=auto on a CPU
     model_dir = next((root / "res").glob(f"Dataset{DATASET_ID}_*")) / "nnUNetTrainerMyMambaHoMECI__nnUNetPlans__3d_fullres"
     assert (model_dir / "fold_0" / "checkpoint_final.pth").is_file()
     summary = json.loads((model_dir / "fold_0" / "validation" / "summary.json").read_text())

@@ -61,7 +61,8 @@ class MambaHoMEBlock(nn.Module):
     Input/output (batch, C, *spatial) for 2D or 3D (via `conv_op`/`norm_op`, used by the GSC). Tokens are
     the feature map flattened with the last spatial axis fastest, as in the reference. The residual stream
     of the token path is float32, its layers compute in the token dtype (`precision`); the output has the
-    GSC output's dtype (float16 under nnU-Net's autocast), in the standard contiguous layout.
+    GSC output's dtype (float16 under nnU-Net's autocast) and the input's layout (standard or channels-last,
+    `nets.layout`).
     """
 
     def __init__(self, channels: int, depth: int, group_size: int, num_experts: int, slots_per_expert: int = 4,
@@ -82,9 +83,16 @@ class MambaHoMEBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.gsc(x)
         b, c, *spatial = x.shape
+        channels_last = not x.is_contiguous() and x.movedim(1, -1).is_contiguous()
         with token_region(x.device):
-            # one transposing copy in and one out; every token layer then works on contiguous (b, L, c) memory
-            t = x.reshape(b, c, -1).transpose(1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+            # every token layer works on contiguous (b, L, c) memory: a view of a channels-last map (then only
+            # the cast to float32 copies), one transposing copy in and one out of a standard one
+            if channels_last:
+                t = x.movedim(1, -1).reshape(b, -1, c).to(torch.float32)
+            else:
+                t = x.reshape(b, c, -1).transpose(1, 2).to(torch.float32, memory_format=torch.contiguous_format)
             for mamba_layer, home_layer in zip(self.mamba_layers, self.home_layers):
                 t = home_layer(mamba_layer(t))
+            if channels_last:
+                return t.to(x.dtype).view(b, *spatial, c).movedim(-1, 1)
             return t.transpose(1, 2).to(x.dtype, memory_format=torch.contiguous_format).view(b, c, *spatial)

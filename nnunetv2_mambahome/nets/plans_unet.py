@@ -4,7 +4,8 @@ Encoder from the plans (`PlansEncoder`: the plan's conv stages, plain or ResEnc)
 each encoder stage (`stage_layer` hook, its output is skip and next input) and on each skip connection only
 (`skip_layer` hook), nnU-Net's `UNetDecoder` (transposed convs, skip concatenation, deep-supervision heads in
 nnU-Net's order, `decoder.deep_supervision`), ResidualEncoderUNet's initialisation. Conv biases that the plans'
-instance norms cancel are kept as frozen parameters and not applied (`modules.cancelled_bias`). Subclasses override the
+instance norms cancel are kept as frozen parameters and not applied (`modules.cancelled_bias`); activations in
+the standard or channels-last layout (`layout`, NNUNETV2_MAMBAHOME_LAYOUT). Subclasses override the
 hooks; they set the plain attributes their hooks read before calling `PlansUNet.__init__`, which builds the
 encoder and so calls the hooks.
 
@@ -31,6 +32,7 @@ from ..acceleration import acceleration_mode
 from ..cuda_graphs import graphed
 from ..modules.cancelled_bias import skip_cancelled_biases
 from ..modules.instance_norm import instance_norm_op
+from .layout import resolved_layout, store_channels_last, to_channels_last, to_standard
 from ..ops import requested_backend
 from ..precision import float32_region
 from .plans_encoder import (IntOrSeq, PlansEncoder, PlansNotSupportedError, check_configuration, check_dimensions,
@@ -90,6 +92,9 @@ class PlansUNet(AbstractDynamicNetworkArchitectures):
             if any(layer is not None for layer in skip_layers) else None
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision)
         skip_cancelled_biases(self)  # conv biases the plans' instance norms cancel: kept, not applied
+        self.layout = resolved_layout()  # activations standard or channels-last (`layout`)
+        if self.layout == "channels_last":
+            store_channels_last(self)
         self.key_to_encoder = "encoder.stages"
         self.key_to_stem = "encoder.stem" if self.encoder.stem is not None else "encoder.stages.0"
         self.keys_to_in_proj = (f"{self.key_to_stem}.convs.0.conv",) if self.encoder.stem is not None else \
@@ -120,6 +125,11 @@ class PlansUNet(AbstractDynamicNetworkArchitectures):
 
     def _forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         """The eager forward (what CUDA graphs capture)."""
+        if self.layout == "channels_last":
+            return to_standard(self._in_precision(to_channels_last(x)))
+        return self._in_precision(x)
+
+    def _in_precision(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         if self.force_fp32:
             with float32_region(x.device):
                 return self._unet(x.float())
@@ -156,7 +166,7 @@ class PlansUNet(AbstractDynamicNetworkArchitectures):
     def settings(self) -> dict[str, Any]:
         """The settings the network was built with that its state_dict shapes do not show."""
         return {"network": type(self).__name__, "scan_backend": self.scan_backend, "force_fp32": self.force_fp32,
-                "deep_supervision": self.decoder.deep_supervision, **self.layer_stages()}
+                "deep_supervision": self.decoder.deep_supervision, "layout": self.layout, **self.layer_stages()}
 
     def describe(self) -> str:
         """One line on what was built (for the training log)."""

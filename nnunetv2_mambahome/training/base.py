@@ -58,9 +58,11 @@ class MambaTrainerBase(nnUNetTrainer):
         norms = sorted({type(m).__name__ for m in network.modules()
                         if isinstance(m, nn.modules.instancenorm._InstanceNorm)})
         dyt = sorted({"triton" if m.use_triton else "torch" for m in network.modules() if isinstance(m, DynamicTanh)})
+        layout = getattr(network, "layout", None)
         self.print_to_log_file(f"{self.describe()}; {n_params / 1e6:.2f}M parameters; acceleration: {accel}"
                                + (f"; norms {', '.join(norms)}" if norms else "")
                                + (f"; DyT {', '.join(dyt)}" if dyt else "")
+                               + (f"; layout {layout}" if layout else "")
                                + (f"; {threads} CPU thread(s)" if self.device.type == "cpu" else ""))
         for line in scan_backend_lines(self.device):
             self.print_to_log_file(line)

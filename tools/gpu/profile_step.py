@@ -2,9 +2,9 @@
 
 Builds nnUNetTrainerMambaHoME's network from a plans file (default: Dataset503 3d_fullres, 128^3, batch 2),
 runs training steps under fp16 autocast as nnU-Net does, and prints for each preset x token dtype x scan
-backend x instance norm (`modules.instance_norm`) x acceleration (eager / CUDA graphs, see
-`nnunetv2_mambahome.acceleration`): step time, GPU-busy time and peak memory. For the first combination also (1) forward CUDA time per block kind from CUDA events around
-each module (eager), (2) the top kernels of a profiled step, with --by-op (3) the ATen operators of an eager
+backend x instance norm (`modules.instance_norm`) x activation layout (`nets.layout`) x acceleration (eager /
+CUDA graphs, see `nnunetv2_mambahome.acceleration`): step time, GPU-busy time and peak memory. For the first
+combination also (1) forward CUDA time per block kind from CUDA events around each module (eager), (2) the top kernels of a profiled step, with --by-op (3) the ATen operators of an eager
 step by input shape, and with --check-graphs the gradients of a graphed step against an eager one from the same
 weights and input.
 """
@@ -25,6 +25,7 @@ from nnunetv2_mambahome.benchmark.speed_measure import gpu_busy_ms
 from nnunetv2_mambahome.modules import GatedSpatialConv, ResidualHoMELayer, ResidualMambaLayer
 from nnunetv2_mambahome.modules.instance_norm import NORM_CHOICES, NORM_ENV
 from nnunetv2_mambahome.nets import MambaHoMEUNet
+from nnunetv2_mambahome.nets.layout import LAYOUT_CHOICES, LAYOUT_ENV
 from nnunetv2_mambahome.ops import ENV_VAR as SCAN_ENV, resolve_backend
 from nnunetv2_mambahome.precision import TOKEN_DTYPE_ENV
 
@@ -137,6 +138,7 @@ def main() -> None:
     p.add_argument("--token-dtypes", nargs="+", default=["auto"], choices=["auto", "bfloat16", "float32"])
     p.add_argument("--backends", nargs="+", default=["triton"], choices=["cuda", "triton", "torch"])
     p.add_argument("--norms", nargs="+", default=["auto"], choices=list(NORM_CHOICES))
+    p.add_argument("--layouts", nargs="+", default=["auto"], choices=list(LAYOUT_CHOICES))
     p.add_argument("--accels", nargs="+", default=["graphs", "eager"], choices=["graphs", "eager", "compile-graphs"],
                    help="compile-graphs: torch.compile of the eager forward, replayed as CUDA graphs (experiment)")
     p.add_argument("--no-profile", action="store_true", help="only step time and peak memory")
@@ -146,9 +148,9 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True  # as nnU-Net's trainer
     cm = PlansManager(args.plans).get_configuration("3d_fullres")
     x = torch.randn(cm.batch_size, 1, *cm.patch_size, device="cuda")
-    combos = itertools.product(args.presets, args.token_dtypes, args.backends, args.norms, args.accels)
-    for i, (preset, token_dtype, backend, norm, accel) in enumerate(combos):
-        os.environ.update({TOKEN_DTYPE_ENV: token_dtype, SCAN_ENV: backend, NORM_ENV: norm,
+    combos = itertools.product(args.presets, args.token_dtypes, args.backends, args.norms, args.layouts, args.accels)
+    for i, (preset, token_dtype, backend, norm, layout, accel) in enumerate(combos):
+        os.environ.update({TOKEN_DTYPE_ENV: token_dtype, SCAN_ENV: backend, NORM_ENV: norm, LAYOUT_ENV: layout,
                            ACCEL_ENV: "graphs" if accel == "compile-graphs" else accel})
         gc.collect()
         torch.cuda.empty_cache()
@@ -171,7 +173,8 @@ def main() -> None:
                   f"{dict(torch._dynamo.utils.counters['graph_break'])}", flush=True)
         busy = gpu_busy_ms(lambda: step(net, x, opt, scaler))
         n = sum(p.numel() for p in net.parameters()) / 1e6
-        print(f"[{preset}, token dtype {token_dtype}, scan {backend}, norm {norm}, {accel}] {n:.1f}M params, step median "
+        print(f"[{preset}, token dtype {token_dtype}, scan {backend}, norm {norm}, layout {layout}, {accel}] "
+              f"{n:.1f}M params, step median "
               f"{times[len(times) // 2]:.1f} ms (min {times[0]:.1f}), GPU busy {busy:.1f} ms, peak "
               f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated, "
               f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved", flush=True)
