@@ -4,8 +4,9 @@ NNUNETV2_MAMBAHOME_NORM=auto|torch|triton is read when a network is built (`reso
 decides it). `auto` (default) is `triton` where CUDA and Triton are available and `torch` elsewhere. With
 `triton`, every `nn.InstanceNorm{1,2,3}d` a plans-built network (`nets.PlansUNet` and its subclasses) would
 build (the plans' norm_op of the conv stages and decoder, the GSC's norms) becomes a subclass with the same
-parameters and state_dict whose forward on CUDA tensors with long rows runs the Triton kernels; on other
-devices, on short rows and where the module tracks running statistics, it is PyTorch's forward unchanged.
+parameters and state_dict whose forward on CUDA tensors with long rows, or in the channels-last layout
+(`nets.layout`, kept by the kernels), runs the Triton kernels; on other devices, on short standard-layout rows
+and where the module tracks running statistics, it is PyTorch's forward unchanged.
 Numerics: the statistics and the normalisation are float32 in both (PyTorch's cuDNN path also reads half
 inputs and accumulates in float32).
 Why Triton by default on GPUs: cuDNN's InstanceNorm kernels took 10.2 of 76 GPU-ms of a graphed training step
@@ -51,19 +52,30 @@ def resolved_norm() -> str:
     return choice
 
 
-# Rows (voxels per sample and channel) from which the Triton kernels run. Below it PyTorch's kernels are as fast on
-# the GPU (H200, graphed fwd+bwd: 0.026 vs 0.033 ms at 15,360 voxels; 0.29 vs 0.09 ms at 122,880; 2.09 vs 0.28 ms at
-# 983,040) and cheaper to launch (eager: ~0.35 ms against ~1.0 ms, the custom op's Python dispatch).
+# Rows (voxels per sample and channel) from which the Triton kernels run on standard-layout inputs. Below it PyTorch's
+# kernels are as fast on the GPU (H200, graphed fwd+bwd: 0.026 vs 0.033 ms at 15,360 voxels; 0.29 vs 0.09 ms at
+# 122,880; 2.09 vs 0.28 ms at 983,040) and cheaper to launch (eager: ~0.35 ms against ~1.0 ms, the custom op's
+# Python dispatch). Channels-last inputs run the Triton kernels at every row length (see `_TritonForward`).
 TRITON_MIN_ROW = 65536
+_TRITON_DEVICE = "cuda"  # the device type whose tensors run the Triton kernels (the CPU tests set "cpu")
+
+
+def _channels_last(x: Tensor) -> bool:
+    """`ops.triton_instance_norm.is_channels_last` (x lies as (N, *spatial, C), not also as (N, C, *spatial)),
+    repeated here so that deciding needs no Triton import."""
+    return not x.is_contiguous() and x.movedim(1, -1).is_contiguous()
 
 
 class _TritonForward:
-    """Forward of an InstanceNorm subclass: the Triton kernels on CUDA tensors with long rows (`TRITON_MIN_ROW`)
-    and no running statistics; PyTorch's forward otherwise."""
+    """Forward of an InstanceNorm subclass: the Triton kernels on CUDA tensors without running statistics,
+    channels-last ones at every row length and standard ones from `TRITON_MIN_ROW` voxels per row; PyTorch's
+    forward otherwise. Channels-last inputs always take the kernels because PyTorch's instance norm copies them
+    to the standard layout and returns a standard output, which would bring back the layout conversions around
+    every convolution that a channels-last network avoids (`nets.layout`); the kernels keep the layout."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.device.type != "cuda" or self.track_running_stats or x.dim() != self._get_no_batch_dim() + 1
-                or x[0, 0].numel() < TRITON_MIN_ROW):
+        if (x.device.type != _TRITON_DEVICE or self.track_running_stats or x.dim() != self._get_no_batch_dim() + 1
+                or (x[0, 0].numel() < TRITON_MIN_ROW and not _channels_last(x))):
             return super().forward(x)
         from ..ops.triton_instance_norm import instance_norm_triton
 
