@@ -80,3 +80,38 @@ def test_copied_network_keeps_its_layout(monkeypatch) -> None:
     clone.load_state_dict(net.state_dict())
     conv = next(m for m in clone.modules() if isinstance(m, torch.nn.Conv3d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_channels_last_reaches_the_token_blocks_with_the_triton_norm(monkeypatch) -> None:
+    """With the Triton instance norm (interpreted here; the CPU named its device) the layout holds from the input
+    to the Mamba-HoME blocks and back; outputs and gradients equal the standard network's with PyTorch's norms."""
+    pytest.importorskip("triton")
+    import nnunetv2_mambahome.modules.instance_norm as norms
+    from nnunetv2_mambahome.modules.instance_norm import NORM_ENV
+
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        monkeypatch.setattr(norms, "_TRITON_DEVICE", "cpu")
+    patch, arch = _plan(2)
+    monkeypatch.setenv(NORM_ENV, "torch")
+    standard = _net(monkeypatch, "standard", patch, arch)
+    monkeypatch.setenv(NORM_ENV, "triton")
+    channels_last = _net(monkeypatch, "channels_last", patch, arch)
+    channels_last.load_state_dict(standard.state_dict())
+    seen = []
+    for block in (m for m in channels_last.modules() if isinstance(m, MambaHoMEBlock)):
+        block.register_forward_hook(lambda m, args, out: seen.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last),
+             out.is_contiguous(memory_format=torch.channels_last))))
+    x = torch.randn(2, 2, *patch)
+    results = []
+    for net in (standard, channels_last):
+        out = net(x)
+        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in out).backward()
+        results.append((out, {n: p.grad for n, p in net.named_parameters() if p.requires_grad}))
+    assert seen and all(s == (True, True) for s in seen), seen
+    (out_s, g_s), (out_c, g_c) = results
+    for a, b in zip(out_c, out_s):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for k in g_s:
+        torch.testing.assert_close(g_c[k], g_s[k], rtol=1e-3, atol=1e-4 * max(1.0, g_s[k].abs().max().item()), msg=k)
