@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from .ops import resolve_backend
+from .settings import env_choice
 
 ACCEL_ENV = "NNUNETV2_MAMBAHOME_ACCEL"
 MODES = ("auto", "graphs", "compile", "eager")
@@ -33,10 +34,7 @@ class AccelerationError(ValueError):
 
 def requested_mode() -> str:
     """The environment's request: auto, graphs, compile or eager."""
-    value = os.environ.get(ACCEL_ENV, "auto").strip().lower() or "auto"
-    if value not in MODES:
-        raise AccelerationError(f"{ACCEL_ENV}={value!r}: use one of {', '.join(MODES)}")
-    return value
+    return env_choice(ACCEL_ENV, MODES, AccelerationError)
 
 
 def nnunet_compile_disabled() -> bool:

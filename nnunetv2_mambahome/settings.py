@@ -19,7 +19,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:  # torch, ops and precision are imported only where the environment is checked, so that
     import torch  # the console command starts without torch (`trainer-path` runs inside `export` lines)
@@ -33,6 +33,15 @@ class InputError(ValueError):
 
 class SettingError(InputError):
     """A setting whose value is outside its schema."""
+
+
+def env_choice(name: str, choices: Sequence[str], error: type[Exception] = ValueError) -> str:
+    """Environment variable `name` trimmed and lower-cased, `auto` when unset or empty; `error` naming the
+    allowed `choices` otherwise (the plugin's choice variables: _ACCEL, _NORM, _LAYOUT)."""
+    value = os.environ.get(name, "auto").strip().lower() or "auto"
+    if value not in choices:
+        raise error(f"{name}={value!r}: use one of {', '.join(choices)}")
+    return value
 
 
 def show(value: Any) -> str:

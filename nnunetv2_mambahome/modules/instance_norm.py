@@ -17,11 +17,12 @@ of PyTorch's ~3 forward and ~8 backward kernels (computed in float32 and rounded
 """
 from __future__ import annotations
 
-import os
 from typing import Type
 
 import torch
 from torch import Tensor, nn
+
+from ..settings import env_choice
 
 NORM_ENV = "NNUNETV2_MAMBAHOME_NORM"
 NORM_CHOICES = ("auto", "torch", "triton")
@@ -30,10 +31,7 @@ _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 def requested_norm() -> str:
     """The NNUNETV2_MAMBAHOME_NORM choice (`auto` when unset); ValueError naming the allowed values."""
-    value = os.environ.get(NORM_ENV, "auto").strip().lower() or "auto"
-    if value not in NORM_CHOICES:
-        raise ValueError(f"{NORM_ENV}={value!r}: use one of {', '.join(NORM_CHOICES)}")
-    return value
+    return env_choice(NORM_ENV, NORM_CHOICES)
 
 
 def _triton_importable() -> bool:

@@ -14,11 +14,12 @@ Numerics are the same operations in another order of memory (cuDNN may pick othe
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 from torch import nn
+
+from ..settings import env_choice
 
 LAYOUT_ENV = "NNUNETV2_MAMBAHOME_LAYOUT"
 LAYOUT_CHOICES = ("auto", "standard", "channels_last")
@@ -27,10 +28,7 @@ _FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}  # by tensor rank
 
 def requested_layout() -> str:
     """The NNUNETV2_MAMBAHOME_LAYOUT choice (`auto` when unset); ValueError naming the allowed values."""
-    value = os.environ.get(LAYOUT_ENV, "auto").strip().lower() or "auto"
-    if value not in LAYOUT_CHOICES:
-        raise ValueError(f"{LAYOUT_ENV}={value!r}: use one of {', '.join(LAYOUT_CHOICES)}")
-    return value
+    return env_choice(LAYOUT_ENV, LAYOUT_CHOICES)
 
 
 def resolved_layout() -> str:
